@@ -1,0 +1,18 @@
+//! pyzor-milter: the Pyzor collaborative spam-detection network for mail
+//! servers, as one library behind one binary.
+//!
+//! Map of the modules, leaves first:
+//!
+//! - [`digest`]: message bytes in, Pyzor digest out, exactly as Python pyzor
+//!   1.1.2 computes it on CPython 3.11 (its MIME walk, charsets, HTML
+//!   stripping and line normalisation). No I/O, no logging.
+//! - [`mbox`]: splitting an mbox file into messages as Python's
+//!   `mailbox.mbox` does.
+//! - `protocol`: Pyzor 2.1 datagrams to and from requests and responses,
+//!   and request signing. No I/O.
+//! - `client`: asking Pyzor servers over UDP, all at once.
+//!
+//! The command line (`src/cli`, used by `main.rs` alone) sits on top.
+
+pub mod digest;
+pub mod mbox;

@@ -1,0 +1,1 @@
+//! The integration suite: one binary, modules per area, helpers in `util`.
