@@ -34,7 +34,8 @@ pub fn is_python_space(c: char) -> bool {
 fn is_line_boundary(c: char) -> bool {
     matches!(
         c,
-        '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{1c}'..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{1c}'
+            ..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
     )
 }
 
@@ -97,6 +98,9 @@ fn keep_of_run(run: &str) -> &str {
         chars[len] = (c, at);
         len += 1;
     }
+    if len == chars.len() {
+        return "";
+    }
     let chars = &chars[..len];
     // `\S+@\S+`: an @ with something before and after it takes the run.
     if len >= 3 && chars[1..len - 1].iter().any(|&(c, _)| c == '@') {
@@ -131,5 +135,32 @@ mod tests {
         let lines: Vec<&str> = split_lines("a\rb\r\nc\u{1c}d\u{2028}e\n").collect();
         assert_eq!(lines, ["a", "b", "c", "d", "e"]);
         assert_eq!(split_lines("\n\nx").collect::<Vec<_>>(), ["", "", "x"]);
+    }
+
+    /// Random lines through splitlines, normalize and the length rule,
+    /// against tests/data/normalize.tsv (made by tests/ref/gen_normalize.py
+    /// with the reference pyzor).
+    #[test]
+    fn agrees_with_reference_on_random_lines() {
+        let data = include_str!("../../tests/data/normalize.tsv");
+        let mut mismatches = Vec::new();
+        for record in data.lines() {
+            let (input, expected) = record.split_once('\t').expect("two columns");
+            let input = String::from_utf8(hex::decode(input).expect("hex")).expect("utf-8");
+            let expected = String::from_utf8(hex::decode(expected).expect("hex")).expect("utf-8");
+            let kept: Vec<String> = split_lines(&input)
+                .map(normalize)
+                .filter(|line| line.chars().count() >= crate::digest::MIN_LINE_LENGTH)
+                .collect();
+            if kept.join("\0") != expected {
+                mismatches.push((input, expected, kept));
+            }
+        }
+        assert!(
+            mismatches.is_empty(),
+            "{} mismatches, first: {:?}",
+            mismatches.len(),
+            mismatches.first()
+        );
     }
 }
