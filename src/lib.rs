@@ -11,8 +11,11 @@
 //! - `protocol`: Pyzor 2.1 datagrams to and from requests and responses,
 //!   and request signing. No I/O.
 //! - `client`: asking Pyzor servers over UDP, all at once.
+//! - [`storage`]: pyzord's digest databases behind one trait (SQLite,
+//!   Redis, MySQL) and the reader of Python pyzord's gdbm file.
 //!
 //! The command line (`src/cli`, used by `main.rs` alone) sits on top.
 
 pub mod digest;
 pub mod mbox;
+pub mod storage;

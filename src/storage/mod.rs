@@ -1,0 +1,198 @@
+//! Where pyzord keeps its digest records: one [`Storage`] trait and its
+//! engines — the embedded default ([`sqlite`]), [`redis`] with pyzor's v1
+//! layout and [`mysql`] with pyzor's schema — plus a read-only importer for
+//! a Python pyzord gdbm file ([`gdbm`]).
+//!
+//! An engine knows nothing of the wire protocol, of access control or of
+//! forwarding; it stores counts and times. Times are Unix seconds, as
+//! pyzor's `info` reports them (`time.mktime` of the stored local time).
+
+pub mod gdbm;
+pub mod mysql;
+pub mod redis;
+pub mod sqlite;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A future returned by a storage engine.
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
+/// One digest's counts and times, as pyzor's `Record` holds them.
+///
+/// A time is `None` when the event never happened (pyzor's `None`, shown as
+/// 0 by `info`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub report_count: i64,
+    pub whitelist_count: i64,
+    pub report_entered: Option<i64>,
+    pub report_updated: Option<i64>,
+    pub whitelist_entered: Option<i64>,
+    pub whitelist_updated: Option<i64>,
+}
+
+impl Record {
+    /// Counts one spam report at `now`, as pyzor's `Record.r_increment`.
+    pub fn count_report(&mut self, now: i64) {
+        self.report_count = self.report_count.saturating_add(1);
+        self.report_entered.get_or_insert(now);
+        self.report_updated = Some(now);
+    }
+
+    /// Counts one whitelisting at `now`, as pyzor's `Record.wl_increment`.
+    pub fn count_whitelist(&mut self, now: i64) {
+        self.whitelist_count = self.whitelist_count.saturating_add(1);
+        self.whitelist_entered.get_or_insert(now);
+        self.whitelist_updated = Some(now);
+    }
+
+    /// The latest update of either kind, which decides when a record expires.
+    pub fn last_update(&self) -> Option<i64> {
+        self.report_updated.max(self.whitelist_updated)
+    }
+}
+
+/// Which count a write increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Report,
+    Whitelist,
+}
+
+/// One page of records read for `migrate`, and where the next page starts.
+pub type Page = (Vec<(String, Record)>, Option<String>);
+
+/// A digest database. Every engine is shared by all the server's tasks.
+pub trait Storage: Send + Sync {
+    /// The record of one digest, `None` when it was never stored.
+    fn get<'a>(&'a self, digest: &'a str) -> StorageFuture<'a, Option<Record>>;
+
+    /// Increments the report or whitelist count of every digest (a batch
+    /// from one request). Returns once the write is durable.
+    fn increment<'a>(&'a self, kind: Kind, digests: &'a [String]) -> StorageFuture<'a, ()>;
+
+    /// Stores whole records, replacing what is there (for `migrate`).
+    fn put_many<'a>(&'a self, records: &'a [(String, Record)]) -> StorageFuture<'a, ()>;
+
+    /// Up to `limit` records after the cursor `after` (`None`: from the
+    /// start), and the cursor of the next page (`None`: that was the last).
+    fn scan<'a>(&'a self, after: Option<String>, limit: usize) -> StorageFuture<'a, Page>;
+
+    /// Deletes the records not updated for `max_age_secs`; returns how many
+    /// went. Engines that expire by themselves (Redis) return 0.
+    fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64>;
+}
+
+/// The engine names of pyzor's `-e`/`Engine` setting that we know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineName {
+    /// Our embedded default.
+    Sqlite,
+    Redis,
+    Mysql,
+    /// Python pyzord's default; read-only, through `migrate`.
+    Gdbm,
+}
+
+impl EngineName {
+    /// Parses a pyzor engine name.
+    pub fn parse(name: &str) -> Result<Self, StorageError> {
+        match name {
+            "sqlite" => Ok(Self::Sqlite),
+            "redis" => Ok(Self::Redis),
+            "mysql" => Ok(Self::Mysql),
+            "gdbm" => Ok(Self::Gdbm),
+            other => Err(StorageError::UnknownEngine(other.to_owned())),
+        }
+    }
+
+    /// Whether the DSN is a file name, made absolute against the homedir
+    /// as pyzord does for engines with `absolute_source`.
+    pub fn dsn_is_file(self) -> bool {
+        matches!(self, Self::Sqlite | Self::Gdbm)
+    }
+}
+
+/// Opens an engine on a DSN in pyzor's format for that engine. `max_age_secs`
+/// is the CleanupAge that engines expiring records by themselves apply.
+pub async fn open(
+    engine: EngineName,
+    dsn: &str,
+    max_age_secs: Option<u64>,
+) -> Result<Box<dyn Storage>, StorageError> {
+    match engine {
+        EngineName::Sqlite => Ok(Box::new(sqlite::SqliteStorage::open(Path::new(dsn))?)),
+        EngineName::Redis => Ok(Box::new(
+            redis::RedisStorage::open(dsn, max_age_secs).await?,
+        )),
+        EngineName::Mysql => Ok(Box::new(mysql::MysqlStorage::open(dsn).await?)),
+        EngineName::Gdbm => Ok(Box::new(gdbm::GdbmStorage::open(Path::new(dsn))?)),
+    }
+}
+
+/// The current time in Unix seconds.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// What can go wrong in a storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unknown database engine \"{0}\"")]
+    UnknownEngine(String),
+    #[error("invalid DSN \"{dsn}\": {why}")]
+    InvalidDsn { dsn: String, why: &'static str },
+    #[error("sqlite database failed")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("redis failed")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("mysql failed")]
+    Mysql(#[from] mysql_async::Error),
+    #[error("gdbm file failed: {0}")]
+    Gdbm(String),
+    #[error("invalid record for digest \"{digest}\": {why}")]
+    InvalidRecord { digest: String, why: String },
+    #[error("the {0} engine is read-only here")]
+    ReadOnly(&'static str),
+    #[error("sqlite transaction failed: {0}")]
+    Commit(String),
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_sets_entered_once_and_updated_each_time() {
+        let mut record = Record::default();
+        record.count_report(10);
+        record.count_report(20);
+        assert_eq!(
+            record,
+            Record {
+                report_count: 2,
+                report_entered: Some(10),
+                report_updated: Some(20),
+                ..Record::default()
+            }
+        );
+    }
+
+    #[test]
+    fn engine_names_are_pyzors() {
+        assert_eq!(EngineName::parse("redis").ok(), Some(EngineName::Redis));
+        assert!(matches!(
+            EngineName::parse("redis_v0"),
+            Err(StorageError::UnknownEngine(name)) if name == "redis_v0"
+        ));
+    }
+}

@@ -1,0 +1,356 @@
+//! The embedded default engine: one SQLite file in WAL mode holding the
+//! `digests` table of pyzor's MySQL schema (times as Unix seconds).
+//!
+//! One writer thread owns the only writing connection and group-commits:
+//! it takes every write waiting in its queue, applies them in one
+//! transaction, and answers each caller only after COMMIT returned, so a
+//! report acknowledged with Code 200 survives a crash. Reads use their own
+//! connections and, thanks to WAL, never wait for the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, now_secs};
+
+/// The file our default engine uses in the homedir. It differs from
+/// pyzord's `pyzord.db` (gdbm) so that neither opens the other's file.
+pub const DEFAULT_FILE_NAME: &str = "pyzord.sqlite";
+
+/// How many queued writes one transaction takes at most.
+const MAX_WRITES_PER_COMMIT: usize = 4096;
+
+/// How long a connection waits for a lock held by another process.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS digests (
+    digest CHAR(40) NOT NULL PRIMARY KEY,
+    r_count INTEGER,
+    wl_count INTEGER,
+    r_entered INTEGER,
+    wl_entered INTEGER,
+    r_updated INTEGER,
+    wl_updated INTEGER
+) WITHOUT ROWID";
+
+const SELECT_ONE: &str = "SELECT r_count, wl_count, r_entered, r_updated, wl_entered, wl_updated
+    FROM digests WHERE digest = ?1";
+
+/// `r_count` stops at i64::MAX as pyzor's stops at `sys.maxsize`.
+const REPORT: &str = "INSERT INTO digests (digest, r_count, wl_count, r_entered, r_updated)
+    VALUES (?1, 1, 0, ?2, ?2)
+    ON CONFLICT(digest) DO UPDATE SET
+      r_count = CASE WHEN r_count < 9223372036854775807 THEN r_count + 1 ELSE r_count END,
+      r_entered = COALESCE(r_entered, ?2), r_updated = ?2";
+
+const WHITELIST: &str = "INSERT INTO digests (digest, r_count, wl_count, wl_entered, wl_updated)
+    VALUES (?1, 0, 1, ?2, ?2)
+    ON CONFLICT(digest) DO UPDATE SET
+      wl_count = CASE WHEN wl_count < 9223372036854775807 THEN wl_count + 1 ELSE wl_count END,
+      wl_entered = COALESCE(wl_entered, ?2), wl_updated = ?2";
+
+const PUT: &str = "INSERT OR REPLACE INTO digests
+    (digest, r_count, wl_count, r_entered, r_updated, wl_entered, wl_updated)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const CLEANUP: &str = "DELETE FROM digests
+    WHERE MAX(COALESCE(r_updated, 0), COALESCE(wl_updated, 0)) < ?1";
+
+/// One write for the writer thread, with the caller waiting for its commit.
+enum Write {
+    Increment(Kind, Vec<String>, oneshot::Sender<Result<(), StorageError>>),
+    Put(
+        Vec<(String, Record)>,
+        oneshot::Sender<Result<(), StorageError>>,
+    ),
+    Cleanup(i64, oneshot::Sender<Result<u64, StorageError>>),
+}
+
+/// The SQLite engine.
+pub struct SqliteStorage {
+    path: PathBuf,
+    writes: mpsc::UnboundedSender<Write>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStorage {
+    /// Opens or creates the database file and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let writer = Connection::open(path)?;
+        writer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk before the report is acknowledged.
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        writer.execute_batch(SCHEMA)?;
+        let (writes, queue) = mpsc::unbounded_channel();
+        thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, queue))
+            .map_err(|_| StorageError::WriterGone)?;
+        Ok(Self {
+            path: path.to_owned(),
+            writes,
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn reader(&self) -> Result<Connection, StorageError> {
+        let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
+        if let Some(connection) = pooled {
+            return Ok(connection);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&self.path, flags)?;
+        connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        Ok(connection)
+    }
+
+    fn give_back(&self, connection: Connection) {
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(connection);
+        }
+    }
+
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let connection = self.reader()?;
+        let result = query(&connection);
+        // A connection whose query failed may be broken; open a new one later.
+        if result.is_ok() {
+            self.give_back(connection);
+        }
+        Ok(result?)
+    }
+
+    async fn send<T>(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write,
+    ) -> Result<T, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(write(reply))
+            .map_err(|_| StorageError::WriterGone)?;
+        answer.await.map_err(|_| StorageError::WriterGone)?
+    }
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Record> {
+    Ok(Record {
+        report_count: row.get::<_, Option<i64>>(first)?.unwrap_or(0),
+        whitelist_count: row.get::<_, Option<i64>>(first + 1)?.unwrap_or(0),
+        report_entered: row.get(first + 2)?,
+        report_updated: row.get(first + 3)?,
+        whitelist_entered: row.get(first + 4)?,
+        whitelist_updated: row.get(first + 5)?,
+    })
+}
+
+impl Storage for SqliteStorage {
+    fn get<'a>(&'a self, digest: &'a str) -> StorageFuture<'a, Option<Record>> {
+        Box::pin(async move {
+            self.read(|connection| {
+                connection
+                    .prepare_cached(SELECT_ONE)?
+                    .query_row([digest], |row| record_from_row(row, 0))
+                    .optional()
+            })
+        })
+    }
+
+    fn increment<'a>(&'a self, kind: Kind, digests: &'a [String]) -> StorageFuture<'a, ()> {
+        let digests = digests.to_vec();
+        Box::pin(self.send(move |reply| Write::Increment(kind, digests, reply)))
+    }
+
+    fn put_many<'a>(&'a self, records: &'a [(String, Record)]) -> StorageFuture<'a, ()> {
+        let records = records.to_vec();
+        Box::pin(self.send(move |reply| Write::Put(records, reply)))
+    }
+
+    fn scan<'a>(&'a self, after: Option<String>, limit: usize) -> StorageFuture<'a, Page> {
+        Box::pin(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = self.read(|connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT digest, r_count, wl_count, r_entered, r_updated, wl_entered,
+                     wl_updated FROM digests WHERE digest > ?1 ORDER BY digest LIMIT ?2",
+                )?;
+                let rows = statement
+                    .query_map(params![after.unwrap_or_default(), limit], |row| {
+                        Ok((row.get::<_, String>(0)?, record_from_row(row, 1)?))
+                    })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?;
+            let next = match rows.last() {
+                Some((digest, _)) if rows.len() as i64 == limit => Some(digest.clone()),
+                _ => None,
+            };
+            Ok((rows, next))
+        })
+    }
+
+    fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64> {
+        let breakpoint = now_secs().saturating_sub(i64::try_from(max_age_secs).unwrap_or(0));
+        Box::pin(self.send(move |reply| Write::Cleanup(breakpoint, reply)))
+    }
+}
+
+/// The writer thread: drains the queue into one transaction per round.
+fn write_loop(mut connection: Connection, mut queue: mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITES_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut connection, batch);
+    }
+}
+
+/// Applies a batch in one transaction and answers every caller after the
+/// commit; if the transaction fails, every caller gets the error.
+fn commit_batch(connection: &mut Connection, batch: Vec<Write>) {
+    let now = now_secs();
+    let outcome = (|| -> rusqlite::Result<Vec<u64>> {
+        let transaction = connection.transaction()?;
+        let mut deleted = Vec::with_capacity(batch.len());
+        for write in &batch {
+            deleted.push(apply(&transaction, write, now)?);
+        }
+        transaction.commit()?;
+        Ok(deleted)
+    })();
+    match outcome {
+        Ok(deleted) => {
+            for (write, count) in batch.into_iter().zip(deleted) {
+                match write {
+                    Write::Increment(_, _, reply) | Write::Put(_, reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Write::Cleanup(_, reply) => {
+                        let _ = reply.send(Ok(count));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "sqlite transaction failed");
+            let why = error.to_string();
+            for write in batch {
+                let failed = || StorageError::Commit(why.clone());
+                match write {
+                    Write::Increment(_, _, reply) | Write::Put(_, reply) => {
+                        let _ = reply.send(Err(failed()));
+                    }
+                    Write::Cleanup(_, reply) => {
+                        let _ = reply.send(Err(failed()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(
+    transaction: &rusqlite::Transaction<'_>,
+    write: &Write,
+    now: i64,
+) -> rusqlite::Result<u64> {
+    match write {
+        Write::Increment(kind, digests, _) => {
+            let sql = match kind {
+                Kind::Report => REPORT,
+                Kind::Whitelist => WHITELIST,
+            };
+            let mut statement = transaction.prepare_cached(sql)?;
+            for digest in digests {
+                statement.execute(params![digest, now])?;
+            }
+            Ok(0)
+        }
+        Write::Put(records, _) => {
+            let mut statement = transaction.prepare_cached(PUT)?;
+            for (digest, record) in records {
+                statement.execute(params![
+                    digest,
+                    record.report_count,
+                    record.whitelist_count,
+                    record.report_entered,
+                    record.report_updated,
+                    record.whitelist_entered,
+                    record.whitelist_updated,
+                ])?;
+            }
+            Ok(0)
+        }
+        Write::Cleanup(breakpoint, _) => Ok(transaction.execute(CLEANUP, [breakpoint])? as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pyzor-sqlite-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join(DEFAULT_FILE_NAME)
+    }
+
+    #[tokio::test]
+    async fn reports_and_whitelists_count_separately() {
+        let storage = SqliteStorage::open(&temp_path("count")).expect("open");
+        let digests = vec!["a".repeat(40), "b".repeat(40)];
+        storage
+            .increment(Kind::Report, &digests)
+            .await
+            .expect("report");
+        storage
+            .increment(Kind::Report, &digests[..1])
+            .await
+            .expect("report");
+        storage
+            .increment(Kind::Whitelist, &digests[1..])
+            .await
+            .expect("whitelist");
+        let first = storage
+            .get(&digests[0])
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!((first.report_count, first.whitelist_count), (2, 0));
+        assert!(first.whitelist_entered.is_none() && first.report_entered.is_some());
+        let second = storage
+            .get(&digests[1])
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!((second.report_count, second.whitelist_count), (1, 1));
+        assert_eq!(storage.get("c").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn scan_pages_through_everything_and_cleanup_removes_old() {
+        let storage = SqliteStorage::open(&temp_path("scan")).expect("open");
+        let old = Record {
+            report_count: 3,
+            report_updated: Some(1),
+            ..Record::default()
+        };
+        let records: Vec<_> = (0..5).map(|i| (format!("{i:040}"), old.clone())).collect();
+        storage.put_many(&records).await.expect("put");
+        let (page, next) = storage.scan(None, 3).await.expect("scan");
+        assert_eq!(page.len(), 3);
+        let (rest, last) = storage.scan(next, 3).await.expect("scan");
+        assert_eq!((rest.len(), last), (2, None));
+        assert_eq!(storage.cleanup(60).await.expect("cleanup"), 5);
+    }
+}
