@@ -1,5 +1,21 @@
-//! The MIME walk of CPython 3.11's `email` package. PLACEHOLDER: being
-//! replaced.
+//! The MIME walk of pyzor's `DataDigester.digest_payloads` over CPython
+//! 3.11's `email.message_from_bytes` (compat32): which parts there are, in
+//! `Message.walk()` order, and what `get_payload` gives for each.
+//!
+//! [`parser`] emulates the feed parser, [`params`] the `Content-Type`
+//! parameter code and [`transfer`] the transfer-encoding decoders. Text is
+//! not decoded here (that is [`super::charset`]'s job), except where Python's
+//! `get_payload()` itself decodes a non-text part holding 8-bit bytes.
+
+mod params;
+mod parser;
+mod transfer;
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use self::params::Param;
+use super::charset::{self, Errors};
 
 /// What one part of a message gives to the digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,13 +34,106 @@ pub enum Payload {
 
 /// The payloads of a message's parts in `Message.walk()` order.
 pub fn payloads(message: &[u8]) -> Vec<Payload> {
-    let body = match message.windows(2).position(|w| w == b"\n\n") {
-        Some(at) => message[at + 2..].to_vec(),
-        None => Vec::new(),
+    parser::parse(message)
+        .iter()
+        .filter_map(|part| payload(message, part))
+        .collect()
+}
+
+/// What `digest_payloads` takes from one part; `None` for containers.
+fn payload(message: &[u8], part: &parser::Part) -> Option<Payload> {
+    let content_type = part.content_type.clone().map(|range| &message[range]);
+    if part.ctype.is_text() {
+        let raw = join(message, part.payload.as_deref().unwrap_or_default());
+        let encoding = part.transfer_encoding.clone().map(|range| &message[range]);
+        return Some(Payload::Text {
+            body: decode_body(raw, encoding.unwrap_or_default()),
+            charset: content_type.and_then(params::content_charset),
+            html: part.ctype.is_html(),
+        });
+    }
+    if part.multipart {
+        return None;
+    }
+    let raw = join(message, part.payload.as_deref()?);
+    Some(Payload::Raw(raw_text(&raw, content_type)))
+}
+
+/// The payload string's bytes (`surrogateescape` maps them 1:1).
+fn join<'a>(message: &'a [u8], pieces: &[Range<usize>]) -> Cow<'a, [u8]> {
+    match pieces {
+        [] => Cow::Borrowed(&[]),
+        [one] => Cow::Borrowed(&message[one.clone()]),
+        many => Cow::Owned(
+            many.iter()
+                .flat_map(|r| &message[r.clone()])
+                .copied()
+                .collect(),
+        ),
+    }
+}
+
+/// `get_payload(decode=True)` by `str(Content-Transfer-Encoding).lower()`,
+/// which Python compares whole, without stripping.
+fn decode_body(raw: Cow<'_, [u8]>, encoding: &[u8]) -> Vec<u8> {
+    let is = |name: &str| encoding.eq_ignore_ascii_case(name.as_bytes());
+    if is("quoted-printable") {
+        transfer::quoted_printable(&raw)
+    } else if is("base64") {
+        transfer::base64(&raw)
+    } else if ["x-uuencode", "uuencode", "uue", "x-uue"]
+        .into_iter()
+        .any(is)
+    {
+        transfer::uudecode(&raw).unwrap_or_else(|| raw.into_owned())
+    } else {
+        raw.into_owned()
+    }
+}
+
+/// `get_payload()` of a non-text leaf: ASCII as it is; with 8-bit bytes,
+/// decoded with `get_param('charset', 'ascii')` and `errors='replace'`,
+/// falling back to ASCII for unknown charsets.
+fn raw_text(raw: &[u8], content_type: Option<&[u8]>) -> String {
+    if raw.is_ascii() {
+        return raw.iter().map(|&b| char::from(b)).collect();
+    }
+    // An RFC 2231 charset is a tuple that `bytes.decode` rejects with
+    // TypeError in Python; ASCII is used for it here.
+    let name = match content_type.and_then(|value| params::get_param(value, "charset")) {
+        Some(Param::Plain(name)) => name,
+        _ => "ascii".to_owned(),
     };
-    vec![Payload::Text {
-        body,
-        charset: None,
-        html: false,
-    }]
+    charset::decode(raw, &name, Errors::Replace)
+        .or_else(|_| charset::decode(raw, "ascii", Errors::Replace))
+        .unwrap_or_else(|_| {
+            raw.iter()
+                .map(|&b| {
+                    if b.is_ascii() {
+                        char::from(b)
+                    } else {
+                        '\u{fffd}'
+                    }
+                })
+                .collect()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(body: &[u8], charset: Option<&str>, html: bool) -> Payload {
+        Payload::Text {
+            body: body.to_vec(),
+            charset: charset.map(str::to_owned),
+            html,
+        }
+    }
+
+    #[test]
+    fn empty_message() {
+        // [p.get_payload(decode=True) for p in message_from_bytes(b'').walk()] == [b'']
+        assert_eq!(payloads(b""), vec![text(b"", None, false)]);
+    }
 }
