@@ -147,7 +147,14 @@ fn decode_text(body: &[u8], charset: Option<&str>) -> Option<String> {
                 folded.as_str(),
                 "quopri-codec" | "quopri" | "quoted-printable" | "quotedprintable"
             );
-            (name, if strict { Errors::Strict } else { Errors::Ignore })
+            (
+                name,
+                if strict {
+                    Errors::Strict
+                } else {
+                    Errors::Ignore
+                },
+            )
         }
     };
     match charset::decode(body, name, errors) {
