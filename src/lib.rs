@@ -13,9 +13,11 @@
 //! - `client`: asking Pyzor servers over UDP, all at once.
 //! - [`storage`]: pyzord's digest databases behind one trait (SQLite,
 //!   Redis, MySQL) and the reader of Python pyzord's gdbm file.
+//! - [`server`]: pyzord, the UDP server answering as Python pyzord does.
 //!
 //! The command line (`src/cli`, used by `main.rs` alone) sits on top.
 
 pub mod digest;
 pub mod mbox;
+pub mod server;
 pub mod storage;

@@ -7,6 +7,7 @@
 //! boxed and turned into exit codes.
 
 mod client;
+mod server;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -28,11 +29,11 @@ pub enum Command {
     /// The Pyzor client, a drop-in for Python pyzor's `pyzor` command
     Pyzor(client::Args),
     /// The Pyzor server, a drop-in for Python pyzor's `pyzord`
-    Pyzord(Unbuilt),
+    Pyzord(Box<server::PyzordArgs>),
     /// The milter for Postfix and Sendmail
     Milter(Unbuilt),
     /// Copy a Pyzor database from one engine to another
-    Migrate(Unbuilt),
+    Migrate(server::MigrateArgs),
 }
 
 /// Arguments of a personality that this build does not have yet.
@@ -60,7 +61,9 @@ pub fn main(mut args: Vec<OsString>) -> ExitCode {
     let cli = Cli::parse_from(args);
     match cli.command {
         Command::Pyzor(args) => client::run(args),
-        Command::Pyzord(_) | Command::Milter(_) | Command::Migrate(_) => {
+        Command::Pyzord(args) => server::run_pyzord(*args),
+        Command::Migrate(args) => server::run_migrate(args),
+        Command::Milter(_) => {
             eprintln!("pyzor-milter: this personality is not part of this build yet");
             ExitCode::from(2)
         }

@@ -1,1 +1,3 @@
 //! The integration suite: one binary, modules per area, helpers in `util`.
+mod server;
+mod server_util;

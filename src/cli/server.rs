@@ -1,0 +1,435 @@
+//! `pyzor-milter pyzord` (Python pyzord's options) and `pyzor-milter
+//! migrate` (pyzor-migrate's options): argument parsing, logging, signals
+//! and the runtime around `server::run` and the storage engines.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use tokio::net::UdpSocket;
+
+use pyzor_milter::server::{self, Context, config};
+use pyzor_milter::storage::{self, EngineName, Storage};
+
+/// Listen for and process incoming Pyzor connections.
+#[derive(Debug, Parser)]
+#[command(name = "pyzord", disable_version_flag = true)]
+pub struct PyzordArgs {
+    /// 'nice' level
+    #[arg(
+        short = 'n',
+        long = "nice",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub nice: i32,
+    /// enable debugging output
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+    /// configuration directory
+    #[arg(long = "homedir")]
+    pub homedir: Option<PathBuf>,
+    /// listen on this IP
+    #[arg(short = 'a', long = "address")]
+    pub address: Option<String>,
+    /// listen on this port
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
+    /// select database backend
+    #[arg(short = 'e', long = "database-engine")]
+    pub engine: Option<String>,
+    /// data source name (filename for sqlite, host,port,password,db for
+    /// Redis, host,user,password,database,table for MySQL)
+    #[arg(long = "dsn")]
+    pub dsn: Option<String>,
+    /// accepted for pyzord compatibility; not needed here
+    #[arg(long = "gevent")]
+    pub gevent: Option<String>,
+    /// accepted for pyzord compatibility; not needed here
+    #[arg(long = "threads")]
+    pub threads: Option<String>,
+    /// accepted for pyzord compatibility; not needed here
+    #[arg(long = "max-threads")]
+    pub max_threads: Option<i64>,
+    /// accepted for pyzord compatibility; not needed here
+    #[arg(long = "processes")]
+    pub processes: Option<String>,
+    /// accepted for pyzord compatibility; not needed here
+    #[arg(long = "max-processes")]
+    pub max_processes: Option<i64>,
+    /// accepted for pyzord compatibility; not needed here
+    #[arg(long = "db-connections")]
+    pub db_connections: Option<i64>,
+    /// accepted for pyzord compatibility; not needed here
+    #[arg(long = "pre-fork")]
+    pub pre_fork: Option<String>,
+    /// name of password file
+    #[arg(long = "password-file")]
+    pub password_file: Option<String>,
+    /// name of ACL file
+    #[arg(long = "access-file")]
+    pub access_file: Option<String>,
+    /// time before digests expire (in seconds)
+    #[arg(long = "cleanup-age")]
+    pub cleanup_age: Option<String>,
+    /// name of the log file
+    #[arg(long = "log-file")]
+    pub log_file: Option<String>,
+    /// name of the usage log file
+    #[arg(long = "usage-log-file")]
+    pub usage_log_file: Option<String>,
+    /// save the pid in this file after the server is daemonized
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<String>,
+    /// a pyzor client configuration directory to forward received digests
+    /// to remote pyzor servers
+    #[arg(long = "forward-client-homedir")]
+    pub forward_client_homedir: Option<String>,
+    /// daemonizes the server and redirects any output to the specified file
+    #[arg(long = "detach")]
+    pub detach: Option<PathBuf>,
+    /// print version and exit
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+}
+
+impl PyzordArgs {
+    /// The command-line values as ConfigParser keys of `[server]`.
+    fn overrides(&self) -> HashMap<String, String> {
+        let pairs: [(&str, Option<String>); 17] = [
+            ("listenaddress", self.address.clone()),
+            ("port", self.port.map(|port| port.to_string())),
+            ("engine", self.engine.clone()),
+            ("digestdb", self.dsn.clone()),
+            ("gevent", self.gevent.clone()),
+            ("threads", self.threads.clone()),
+            ("maxthreads", self.max_threads.map(|n| n.to_string())),
+            ("processes", self.processes.clone()),
+            ("maxprocesses", self.max_processes.map(|n| n.to_string())),
+            ("dbconnections", self.db_connections.map(|n| n.to_string())),
+            ("prefork", self.pre_fork.clone()),
+            ("passwdfile", self.password_file.clone()),
+            ("accessfile", self.access_file.clone()),
+            ("cleanupage", self.cleanup_age.clone()),
+            ("logfile", self.log_file.clone()),
+            ("usagelogfile", self.usage_log_file.clone()),
+            ("pidfile", self.pid_file.clone()),
+        ];
+        let mut overrides: HashMap<String, String> = pairs
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key.to_owned(), value)))
+            .collect();
+        if let Some(dir) = &self.forward_client_homedir {
+            overrides.insert("forwardclienthomedir".into(), dir.clone());
+        }
+        overrides
+    }
+}
+
+/// pyzord's default homedir: `$HOME/.pyzor`, else `/etc/pyzor`.
+fn default_homedir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Path::new(&home).join(".pyzor"),
+        _ => PathBuf::from("/etc/pyzor"),
+    }
+}
+
+/// Installs the log subscriber: pyzord's log to stderr or LogFile, and
+/// the usage log (target `pyzord-usage`) with it.
+fn init_logging(debug: bool, log_file: Option<&Path>) -> anyhow::Result<()> {
+    let filter = if debug { "debug" } else { "info" };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_ansi(false);
+    match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the log file \"{}\"", path.display()))?;
+            let _ = builder.with_writer(std::sync::Mutex::new(file)).try_init();
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+    Ok(())
+}
+
+/// Runs pyzord until SIGTERM or SIGINT.
+pub fn run_pyzord(args: PyzordArgs) -> ExitCode {
+    if args.version {
+        eprintln!("pyzord {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    match pyzord(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pyzord: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pyzord(args: PyzordArgs) -> anyhow::Result<()> {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    if args.nice != 0 {
+        // SAFETY: nice only changes this process's priority.
+        unsafe { libc::nice(args.nice) };
+    }
+    let homedir = args.homedir.clone().unwrap_or_else(default_homedir);
+    if !homedir.exists() {
+        std::fs::create_dir_all(&homedir)
+            .with_context(|| format!("cannot create the homedir \"{}\"", homedir.display()))?;
+    }
+    let config = config::load(&homedir, &args.overrides())?;
+    if let Some(output) = &args.detach {
+        detach(output, &config.pid_file)?;
+    }
+    init_logging(args.debug, config.log_file.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
+    let cleanup = (config.cleanup_age_secs > 0).then_some(config.cleanup_age_secs);
+    let storage: Arc<dyn Storage> = storage::open(config.engine, &config.dsn, cleanup)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the {:?} database \"{}\"",
+                config.engine, config.dsn
+            )
+        })?
+        .into();
+    if config.forward_client_homedir.is_some() {
+        tracing::warn!("forwarding is not part of this build yet; digests are not forwarded");
+    }
+    let context = Arc::new(Context::from_files(
+        Arc::clone(&storage),
+        config.passwd_file.clone(),
+        config.access_file.clone(),
+    )?);
+    let address = format!("{}:{}", config.listen_address, config.port);
+    let address = if config.listen_address.contains(':') {
+        format!("[{}]:{}", config.listen_address, config.port)
+    } else {
+        address
+    };
+    let socket = UdpSocket::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on \"{address}\""))?;
+    tracing::info!(address, engine = ?config.engine, "starting pyzord server");
+    if let Some(age) = cleanup {
+        spawn_cleanup(Arc::clone(&storage), age);
+    }
+    spawn_reload(Arc::clone(&context))?;
+    server::run(socket, context, shutdown_signal()?).await?;
+    tracing::info!("server shutdown");
+    Ok(())
+}
+
+/// pyzor's engines reorganise once a day.
+const CLEANUP_PERIOD_SECS: u64 = 24 * 60 * 60;
+
+fn spawn_cleanup(storage: Arc<dyn Storage>, max_age_secs: u64) {
+    tokio::spawn(async move {
+        let mut interval =
+            tokio::time::interval(std::time::Duration::from_secs(CLEANUP_PERIOD_SECS));
+        loop {
+            interval.tick().await;
+            match storage.cleanup(max_age_secs).await {
+                Ok(removed) => tracing::debug!(removed, "expired records removed"),
+                Err(error) => tracing::warn!(%error, "unable to reorganise"),
+            }
+        }
+    });
+}
+
+fn spawn_reload(context: Arc<Context>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut usr1 = signal(SignalKind::user_defined1()).context("cannot catch SIGUSR1")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {}
+                _ = hup.recv() => {}
+            }
+            tracing::info!("reloading configuration");
+            context.reload();
+        }
+    });
+    Ok(())
+}
+
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        }
+    })
+}
+
+/// pyzord's `detach`: two forks, a new session, output to `output`, and
+/// the pid written to the pid file. Runs before any thread is started.
+fn detach(output: &Path, pid_file: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(output)
+        .with_context(|| format!("cannot open \"{}\"", output.display()))?;
+    let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    // SAFETY: no other thread exists yet, so forking is sound; the parents
+    // exit at once without running destructors.
+    unsafe {
+        for round in 0..2 {
+            match libc::fork() {
+                -1 => bail!("fork #{} failed", round + 1),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            if round == 0 {
+                libc::setsid();
+            }
+        }
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(log.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    std::env::set_current_dir("/").context("cannot change to /")?;
+    std::fs::write(pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write the pid file \"{}\"", pid_file.display()))?;
+    Ok(())
+}
+
+/// This scripts allows migrating pyzor records between different engine
+/// types.
+#[derive(Debug, Parser)]
+#[command(name = "pyzor-migrate")]
+pub struct MigrateArgs {
+    /// select source database backend
+    #[arg(long = "se", alias = "source-engine")]
+    pub source_engine: Option<String>,
+    /// data source DSN
+    #[arg(long = "sd", alias = "source-dsn")]
+    pub source_dsn: Option<String>,
+    /// select destination database backend
+    #[arg(long = "de", alias = "destination-engine")]
+    pub destination_engine: Option<String>,
+    /// destination DSN
+    #[arg(long = "dd", alias = "destination-dsn")]
+    pub destination_dsn: Option<String>,
+    /// delete old records (not supported: the source is left as it is)
+    #[arg(long = "delete")]
+    pub delete: bool,
+}
+
+/// Records copied per batch.
+const MIGRATE_BATCH: usize = 1000;
+
+/// Runs pyzor-migrate: exit 1 with pyzor-migrate's messages on bad options.
+pub fn run_migrate(args: MigrateArgs) -> ExitCode {
+    let (Some(se), Some(sd), Some(de), Some(dd)) = (
+        args.source_engine.as_deref(),
+        args.source_dsn.as_deref(),
+        args.destination_engine.as_deref(),
+        args.destination_dsn.as_deref(),
+    ) else {
+        println!("options --se/--sd/--de/--dd are required");
+        return ExitCode::from(1);
+    };
+    let Ok(source) = EngineName::parse(se) else {
+        println!("Unsupported source engine: {se}");
+        return ExitCode::from(1);
+    };
+    let destination = match EngineName::parse(de) {
+        Ok(EngineName::Gdbm) | Err(_) => {
+            println!("Unsupported destination engine: {de}");
+            return ExitCode::from(1);
+        }
+        Ok(engine) => engine,
+    };
+    if args.delete {
+        eprintln!("migrate: --delete is not supported; the source is left as it is");
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("migrate: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(migrate(source, sd, destination, dd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("migrate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(
+    source: EngineName,
+    sd: &str,
+    destination: EngineName,
+    dd: &str,
+) -> anyhow::Result<()> {
+    let from = storage::open(source, sd, None)
+        .await
+        .with_context(|| format!("cannot open the source \"{sd}\""))?;
+    let to = storage::open(destination, dd, None)
+        .await
+        .with_context(|| format!("cannot open the destination \"{dd}\""))?;
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} records transferred ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let (mut ok_count, mut fail_count) = (0u64, 0u64);
+    let mut cursor = None;
+    loop {
+        let (page, next) = from.scan(cursor, MIGRATE_BATCH).await?;
+        if !page.is_empty() {
+            match to.put_many(&page).await {
+                Ok(()) => ok_count += page.len() as u64,
+                Err(error) => {
+                    fail_count += page.len() as u64;
+                    progress.println(format!("{} records failed: {error}", page.len()));
+                }
+            }
+            progress.set_position(ok_count);
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    progress.finish_and_clear();
+    println!(
+        "Migration complete, {ok_count} records transferred successfully, {fail_count} records failed"
+    );
+    Ok(())
+}

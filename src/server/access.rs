@@ -1,0 +1,172 @@
+//! Who may do what: pyzord.passwd (accounts) and pyzord.access (the ACL),
+//! read as pyzor 1.1.2's `load_passwd_file` and `load_access_file` read
+//! them. Lenient like pyzor, but every skipped line is a warning.
+//!
+//! pyzor's quirks kept on purpose: ACL lines apply top to bottom, a later
+//! line overriding an earlier one; names and operations in the access file
+//! are lower-cased while passwd names keep their case; `all` users means the
+//! passwd accounts only (not `anonymous`); a missing access file allows
+//! check, report, ping, pong and info to `anonymous`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// pyzor's `anonymous_user`.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The operations `all` stands for in an access file.
+const ALL_OPERATIONS: [&str; 6] = ["check", "report", "ping", "pong", "info", "whitelist"];
+
+/// The ACL used when there is no access file.
+const DEFAULT_ANONYMOUS_OPERATIONS: [&str; 5] = ["check", "report", "ping", "pong", "info"];
+
+/// Accounts and their permissions, replaced as a whole on reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// User name → key (the hex string after `:` in pyzord.passwd).
+    pub accounts: HashMap<String, String>,
+    /// User name → the operations it may request.
+    pub acl: HashMap<String, HashSet<String>>,
+}
+
+impl Access {
+    /// Reads both files; a missing file has pyzor's default meaning.
+    pub fn load(passwd: &Path, access: &Path) -> std::io::Result<Self> {
+        let accounts = match std::fs::read(passwd) {
+            Ok(bytes) => parse_passwd(&String::from_utf8_lossy(&bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(
+                    "accounts file does not exist - only the anonymous user will be available"
+                );
+                HashMap::new()
+            }
+            Err(error) => return Err(error),
+        };
+        let acl = match std::fs::read(access) {
+            Ok(bytes) => parse_access(&String::from_utf8_lossy(&bytes), &accounts),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(
+                    "using default ACL: the anonymous user may use the check, report, ping and info commands"
+                );
+                default_acl()
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Self { accounts, acl })
+    }
+
+    /// Whether `user` may request `operation`.
+    pub fn allows(&self, user: &str, operation: &str) -> bool {
+        self.acl
+            .get(user)
+            .is_some_and(|operations| operations.contains(operation))
+    }
+}
+
+/// The ACL when there is no access file.
+pub fn default_acl() -> HashMap<String, HashSet<String>> {
+    let operations = DEFAULT_ANONYMOUS_OPERATIONS.iter().map(|op| op.to_string());
+    HashMap::from([(ANONYMOUS.to_owned(), operations.collect())])
+}
+
+/// Skips what pyzor skips: blank lines and lines whose first character is
+/// `#` (an indented `#` is not a comment to pyzor).
+fn is_skipped(line: &str) -> bool {
+    line.trim().is_empty() || line.starts_with('#')
+}
+
+/// `user : key` lines.
+pub fn parse_passwd(text: &str) -> HashMap<String, String> {
+    let mut accounts = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        if is_skipped(line) {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(':').collect();
+        let [user, key] = parts[..] else {
+            tracing::warn!(line = number + 1, "invalid accounts line skipped: {line:?}");
+            continue;
+        };
+        accounts.insert(user.trim().to_owned(), key.trim().to_owned());
+    }
+    accounts
+}
+
+/// `operations : users : allow|deny` lines, applied in order.
+pub fn parse_access(
+    text: &str,
+    accounts: &HashMap<String, String>,
+) -> HashMap<String, HashSet<String>> {
+    let mut acl: HashMap<String, HashSet<String>> = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        if is_skipped(line) {
+            continue;
+        }
+        let parts: Vec<String> = line
+            .split(':')
+            .map(|part| part.trim().to_lowercase())
+            .collect();
+        let [operations, users, allowed] = &parts[..] else {
+            tracing::warn!(line = number + 1, "invalid ACL line skipped: {line:?}");
+            continue;
+        };
+        let allowed = match allowed.as_str() {
+            "allow" => true,
+            "deny" => false,
+            _ => {
+                tracing::warn!(line = number + 1, "invalid ACL line skipped: {line:?}");
+                continue;
+            }
+        };
+        let operations: Vec<String> = if operations == "all" {
+            ALL_OPERATIONS.iter().map(|op| op.to_string()).collect()
+        } else {
+            operations.split_whitespace().map(str::to_owned).collect()
+        };
+        let users: Vec<String> = if users == "all" {
+            accounts.keys().cloned().collect()
+        } else {
+            users.split_whitespace().map(str::to_owned).collect()
+        };
+        for user in users {
+            let granted = acl.entry(user).or_default();
+            for operation in &operations {
+                if allowed {
+                    granted.insert(operation.clone());
+                } else {
+                    granted.remove(operation);
+                }
+            }
+        }
+    }
+    acl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ops: &[&str]) -> HashSet<String> {
+        ops.iter().map(|op| op.to_string()).collect()
+    }
+
+    #[test]
+    fn later_lines_override_earlier_ones() {
+        let accounts = parse_passwd("alice : 0123\n# comment\nbad line\n");
+        let acl = parse_access(
+            "all : all : allow\ncheck report : alice : deny\nCHECK : anonymous : Allow\n",
+            &accounts,
+        );
+        assert_eq!(acl["alice"], set(&["ping", "pong", "info", "whitelist"]));
+        assert_eq!(acl["anonymous"], set(&["check"]));
+        assert_eq!(accounts, HashMap::from([("alice".into(), "0123".into())]));
+    }
+
+    #[test]
+    fn all_users_means_the_accounts_not_anonymous() {
+        let accounts = parse_passwd("bob:1\n");
+        let acl = parse_access("all : all : allow\n", &accounts);
+        assert!(!acl.contains_key("anonymous"));
+        assert!(acl["bob"].contains("whitelist"));
+    }
+}

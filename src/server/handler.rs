@@ -1,0 +1,471 @@
+//! One request in, one response out: pyzord's `RequestHandler` as a
+//! function of the parsed request and the server's context. The checks run
+//! in pyzor's order (signature, then protocol version, then ACL, then the
+//! operation) so that a bad request gets the Code and Diag Python pyzord
+//! gives, including its quirks: only the first digest for check and info,
+//! every digest for report and whitelist, no count fields when a request
+//! has no digest, pong's counts, and Python's own error texts where pyzord
+//! answers 500 for an exception it did not expect.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha1::{Digest as _, Sha1};
+
+use super::Context;
+use super::access::ANONYMOUS;
+use super::message::{Message, PROTOCOL_VERSION, Response};
+use crate::storage::{Kind, Record};
+
+/// pyzor's `MAX_TIMESTAMP_DIFFERENCE`: how far a signed request's Time may
+/// be from ours, in seconds.
+pub const MAX_TIMESTAMP_DIFFERENCE_SECS: f64 = 300.0;
+
+/// pyzor's `sys.maxsize`, the report count `pong` answers.
+const PONG_COUNT: i64 = i64::MAX;
+
+/// Why a request fails; each variant carries pyzor's code and Diag prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("Bad request: {0}")]
+    Protocol(&'static str),
+    #[error("Unauthorized: Signature Error: {0}")]
+    Signature(&'static str),
+    #[error("Forbidden: User is not authorized to request the operation.")]
+    Forbidden,
+    #[error("Internal Server Error: {0}")]
+    Internal(String),
+    #[error("Not implemented: Requested operation is not implemented.")]
+    NotImplemented,
+    #[error("Version Not Supported: ")]
+    UnsupportedVersion,
+}
+
+impl RequestError {
+    /// The response code pyzord sends for this error.
+    pub fn code(&self) -> u16 {
+        match self {
+            Self::Protocol(_) => 400,
+            Self::Signature(_) => 401,
+            Self::Forbidden => 403,
+            Self::Internal(_) => 500,
+            Self::NotImplemented => 501,
+            Self::UnsupportedVersion => 505,
+        }
+    }
+}
+
+/// What pyzor's `TypeError` says when a header held non-ASCII bytes (the
+/// email package then hands out a `Header` object, not a string).
+const UNHASHABLE_HEADER: &str = "unhashable type: 'Header'";
+
+/// The operations pyzord dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Ping,
+    Pong,
+    Info,
+    Check,
+    Report,
+    Whitelist,
+}
+
+impl Operation {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "ping" => Self::Ping,
+            "pong" => Self::Pong,
+            "info" => Self::Info,
+            "check" => Self::Check,
+            "report" => Self::Report,
+            "whitelist" => Self::Whitelist,
+            _ => return None,
+        })
+    }
+}
+
+/// Answers one request (always `Some` today; `None` is kept for requests
+/// that must get no answer).
+pub async fn handle(request: &Message, peer: IpAddr, context: &Context) -> Option<Response> {
+    // pyzord answers a request without Thread with an empty one.
+    let thread = request.get("Thread").unwrap_or_default();
+    let mut response = if thread.is_ascii() {
+        Response::ok(thread)
+    } else {
+        Response::ok(unknown_8bit_word(thread).as_bytes())
+    };
+    let user = match request.get("User") {
+        Some(user) if !user.is_empty() => String::from_utf8_lossy(user).into_owned(),
+        _ => ANONYMOUS.to_owned(),
+    };
+    let outcome = really_handle(request, &user, context, &mut response).await;
+    let (operation, digests) = (request.get("Op"), request.get_all("Op-Digest"));
+    match outcome {
+        Ok(()) => tracing::info!(
+            target: "pyzord-usage",
+            "{},{},{},{},{}",
+            user,
+            peer,
+            operation.map_or("None".into(), |op| python_repr(op).trim_matches('\'').to_owned()),
+            digests.map_or("None".into(), |all| {
+                let items: Vec<String> = all.iter().map(|digest| python_repr(digest)).collect();
+                format!("[{}]", items.join(", "))
+            }),
+            response.code
+        ),
+        Err(error) => {
+            tracing::info!(target: "pyzord-usage", %peer, "{}: {}", error.code(), error);
+            response.code = error.code();
+            response.diag = error.to_string();
+        }
+    }
+    Some(response)
+}
+
+async fn really_handle(
+    request: &Message,
+    user: &str,
+    context: &Context,
+    response: &mut Response,
+) -> Result<(), RequestError> {
+    let access = context.access();
+    if user != ANONYMOUS {
+        if !request.get("User").unwrap_or_default().is_ascii() {
+            return Err(RequestError::Internal(UNHASHABLE_HEADER.into()));
+        }
+        let key = access
+            .accounts
+            .get(user)
+            .ok_or(RequestError::Signature("Unknown user."))?;
+        verify_signature(request, user, key, now_f64())?;
+    }
+    check_version(request.get("PV"))?;
+    let operation = match request.get("Op") {
+        None => return Err(RequestError::Forbidden),
+        Some(op) if !op.is_ascii() => return Err(RequestError::Internal(UNHASHABLE_HEADER.into())),
+        Some(op) => String::from_utf8_lossy(op).into_owned(),
+    };
+    if !access.allows(user, &operation) {
+        return Err(RequestError::Forbidden);
+    }
+    let operation = Operation::parse(&operation).ok_or(RequestError::NotImplemented)?;
+    let Some(digests) = request.get_all("Op-Digest") else {
+        return Ok(());
+    };
+    let non_ascii = match operation {
+        Operation::Check | Operation::Info => !digests[0].is_ascii(),
+        Operation::Report | Operation::Whitelist => digests.iter().any(|d| !d.is_ascii()),
+        Operation::Ping | Operation::Pong => false,
+    };
+    if non_ascii {
+        // pyzor's gdbm engine refuses the `Header` object the email package
+        // makes of a non-ASCII value; we refuse before writing anything.
+        return Err(RequestError::Internal(
+            "a bytes-like object is required, not 'Header'".into(),
+        ));
+    }
+    let digests: Vec<String> = digests
+        .iter()
+        .map(|digest| String::from_utf8_lossy(digest).into_owned())
+        .collect();
+    run(operation, digests, context, response).await
+}
+
+async fn run(
+    operation: Operation,
+    digests: Vec<String>,
+    context: &Context,
+    response: &mut Response,
+) -> Result<(), RequestError> {
+    let unavailable = |error: crate::storage::StorageError| {
+        tracing::error!(error = %error, "database operation failed");
+        RequestError::Internal("Database temporarily unavailable.".into())
+    };
+    match operation {
+        Operation::Ping => {}
+        Operation::Pong => {
+            response.fields.push(("Count", PONG_COUNT.to_string()));
+            response.fields.push(("WL-Count", "0".into()));
+        }
+        Operation::Check | Operation::Info => {
+            let record = context
+                .storage
+                .get(&digests[0])
+                .await
+                .map_err(unavailable)?
+                .unwrap_or_default();
+            if operation == Operation::Info {
+                info_fields(&record, response);
+            }
+            response
+                .fields
+                .push(("Count", record.report_count.to_string()));
+            response
+                .fields
+                .push(("WL-Count", record.whitelist_count.to_string()));
+        }
+        Operation::Report | Operation::Whitelist => {
+            let kind = if operation == Operation::Report {
+                Kind::Report
+            } else {
+                Kind::Whitelist
+            };
+            context
+                .storage
+                .increment(kind, &digests)
+                .await
+                .map_err(unavailable)?;
+            if let Some(forward) = &context.forward {
+                for digest in &digests {
+                    forward.queue(digest, kind);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn info_fields(record: &Record, response: &mut Response) {
+    let time = |value: Option<i64>| value.unwrap_or(0).to_string();
+    response
+        .fields
+        .push(("Entered", time(record.report_entered)));
+    response
+        .fields
+        .push(("Updated", time(record.report_updated)));
+    response
+        .fields
+        .push(("WL-Entered", time(record.whitelist_entered)));
+    response
+        .fields
+        .push(("WL-Updated", time(record.whitelist_updated)));
+}
+
+/// pyzor's version check: `int(float(PV))` must equal 2.
+fn check_version(version: Option<&[u8]>) -> Result<(), RequestError> {
+    let version = version.ok_or(RequestError::Protocol(
+        "Protocol Version not specified in request",
+    ))?;
+    let text = std::str::from_utf8(version)
+        .ok()
+        .filter(|text| text.is_ascii())
+        .ok_or_else(|| {
+            RequestError::Internal(
+                "float() argument must be a string or a real number, not 'Header'".into(),
+            )
+        })?;
+    let value = python_float(text).ok_or(RequestError::Protocol("Invalid Protocol Version"))?;
+    if value.is_nan() {
+        return Err(RequestError::Protocol("Invalid Protocol Version"));
+    }
+    if value.is_infinite() {
+        return Err(RequestError::Internal(
+            "cannot convert float infinity to integer".into(),
+        ));
+    }
+    let major = PROTOCOL_VERSION
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<f64>().ok())
+        .unwrap_or(2.0);
+    if value.trunc() != major {
+        return Err(RequestError::UnsupportedVersion);
+    }
+    Ok(())
+}
+
+/// Python's `float(str)` for ASCII text: surrounding whitespace, and `_`
+/// only between digits.
+fn python_float(text: &str) -> Option<f64> {
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b');
+    let bytes = text.as_bytes();
+    for (index, &byte) in bytes.iter().enumerate() {
+        if byte == b'_' {
+            let digit = |at: Option<&u8>| at.is_some_and(u8::is_ascii_digit);
+            if index == 0 || !digit(bytes.get(index - 1)) || !digit(bytes.get(index + 1)) {
+                return None;
+            }
+        }
+    }
+    let cleaned = text.replace('_', "");
+    let lower = cleaned.to_ascii_lowercase();
+    let unsigned = lower.trim_start_matches(['+', '-']);
+    let named = ["inf", "infinity", "nan"].contains(&unsigned);
+    if !named && !unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    cleaned.parse().ok()
+}
+
+/// Python's `int(str)` in base 10, with its ValueError text.
+fn python_int(text: &[u8]) -> Result<i64, RequestError> {
+    let invalid = || {
+        RequestError::Internal(format!(
+            "invalid literal for int() with base 10: {}",
+            python_repr(text)
+        ))
+    };
+    let trimmed = std::str::from_utf8(text).map_err(|_| invalid())?.trim();
+    let unsigned = trimmed.trim_start_matches(['+', '-']);
+    if trimmed.len() - unsigned.len() > 1
+        || unsigned.is_empty()
+        || unsigned.starts_with('_')
+        || unsigned.ends_with('_')
+        || unsigned.contains("__")
+        || !unsigned.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+    {
+        return Err(invalid());
+    }
+    trimmed.replace('_', "").parse().map_err(|_| invalid())
+}
+
+/// Python's `repr()` of a str holding these bytes (ASCII; other bytes as
+/// `\udcXX`, the surrogate escapes the email package produces).
+fn python_repr(bytes: &[u8]) -> String {
+    let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push(quote);
+    for &byte in bytes {
+        match byte {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b'\'' if quote == '\'' => out.push_str("\\'"),
+            0x20..=0x7e => out.push(char::from(byte)),
+            0x80.. => out.push_str(&format!("\\udc{byte:02x}")),
+            _ => out.push_str(&format!("\\x{byte:02x}")),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// How the email package writes a header value holding non-ASCII bytes:
+/// one RFC 2047 word in the `unknown-8bit` charset, Q or B encoding,
+/// whichever is shorter (Q on a tie), as `Charset.header_encode` chooses.
+fn unknown_8bit_word(value: &[u8]) -> String {
+    use base64::Engine as _;
+    let q_safe = |b: u8| b.is_ascii_alphanumeric() || b"-!*+/".contains(&b);
+    let q: String = value
+        .iter()
+        .map(|&b| match b {
+            b' ' => "_".to_owned(),
+            b if q_safe(b) => char::from(b).to_string(),
+            b => format!("={b:02X}"),
+        })
+        .collect();
+    let b_len = value.len().div_ceil(3) * 4;
+    if b_len < q.len() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        format!("=?unknown-8bit?b?{encoded}?=")
+    } else {
+        format!("=?unknown-8bit?q?{q}?=")
+    }
+}
+
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+fn sha1_hex(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha1::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// pyzor's `verify_signature`: Time within ±300 s, then
+/// `Sig == H(H(M) + ":" + T + ":" + H(U + ":" + lower(K)))`.
+fn verify_signature(
+    request: &Message,
+    user: &str,
+    key: &str,
+    now: f64,
+) -> Result<(), RequestError> {
+    let time = match request.get("Time") {
+        None => {
+            return Err(RequestError::Internal(
+                "int() argument must be a string, a bytes-like object or a real number, not 'NoneType'"
+                    .into(),
+            ));
+        }
+        Some(time) if !time.is_ascii() => {
+            return Err(RequestError::Internal(
+                "int() argument must be a string, a bytes-like object or a real number, not 'Header'"
+                    .into(),
+            ));
+        }
+        Some(time) => python_int(time)?,
+    };
+    if (now - time as f64).abs() > MAX_TIMESTAMP_DIFFERENCE_SECS {
+        return Err(RequestError::Signature(
+            "Timestamp not within allowed range.",
+        ));
+    }
+    let hashed_key = sha1_hex(&[user.as_bytes(), b":", key.to_lowercase().as_bytes()]);
+    let message_hash = Sha1::digest(request.signed_text());
+    let tail = format!(":{time}:{hashed_key}");
+    let expected = sha1_hex(&[message_hash.as_slice(), tail.as_bytes()]);
+    if request.get("Sig") != Some(expected.as_bytes()) {
+        return Err(RequestError::Signature("Invalid signature."));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_checks_follow_int_of_float() {
+        assert_eq!(check_version(Some(b"2.1")), Ok(()));
+        assert_eq!(check_version(Some(b" 2.9 ")), Ok(()));
+        assert_eq!(
+            check_version(Some(b"3.0")),
+            Err(RequestError::UnsupportedVersion)
+        );
+        assert_eq!(
+            check_version(Some(b"abc")),
+            Err(RequestError::Protocol("Invalid Protocol Version"))
+        );
+        assert_eq!(
+            check_version(Some(b"nan")),
+            Err(RequestError::Protocol("Invalid Protocol Version"))
+        );
+        assert_eq!(check_version(Some(b"2_0")), Ok(()));
+    }
+
+    #[test]
+    fn int_errors_carry_pythons_text() {
+        assert_eq!(
+            python_int(b"12x"),
+            Err(RequestError::Internal(
+                "invalid literal for int() with base 10: '12x'".into()
+            ))
+        );
+        assert_eq!(python_int(b" +1_000 "), Ok(1000));
+    }
+
+    #[test]
+    fn non_ascii_thread_is_one_encoded_word() {
+        assert_eq!(unknown_8bit_word(b"1\xff2"), "=?unknown-8bit?b?Mf8y?=");
+        assert_eq!(
+            unknown_8bit_word(b"abcdef \xff"),
+            "=?unknown-8bit?q?abcdef_=FF?="
+        );
+    }
+
+    #[test]
+    fn repr_picks_quotes_as_python() {
+        assert_eq!(python_repr(b"it's"), "\"it's\"");
+        assert_eq!(python_repr(b"a\tb"), "'a\\tb'");
+    }
+}

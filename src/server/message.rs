@@ -1,0 +1,274 @@
+//! The server's side of the wire: a request datagram read as Python pyzord
+//! reads it (`email.message_from_bytes` with the compat32 policy, after its
+//! `\n\n` → `\n` collapse), and a response written as `Message.as_string`
+//! writes it. Pure: no I/O, no logging.
+//!
+//! Header names compare without regard to case; `get` returns the first
+//! occurrence and `get_all` every one, as `email.message.Message` does. A
+//! value keeps its bytes (pyzor sees non-ASCII bytes as a `Header` object,
+//! which the handler treats as pyzor's `TypeError`s would).
+
+use std::fmt::Write as _;
+
+/// Python pyzord's `max_packet_size`: longer datagrams are cut there.
+pub const MAX_DATAGRAM: usize = 8192;
+
+/// The protocol version pyzord answers with (`pyzor.proto_version`).
+pub const PROTOCOL_VERSION: &str = "2.1";
+
+/// A parsed request: its headers in order and the body after them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+/// Splits after each line end (`\r\n`, `\r` or `\n`), keeping the ends, as
+/// the feedparser's `NLCRE_crack` does.
+fn lines(data: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut index = 0;
+    while index < data.len() {
+        let end = match data[index] {
+            b'\r' if data.get(index + 1) == Some(&b'\n') => index + 2,
+            b'\r' | b'\n' => index + 1,
+            _ => {
+                index += 1;
+                continue;
+            }
+        };
+        lines.push(&data[start..end]);
+        start = end;
+        index = end;
+    }
+    if start < data.len() {
+        lines.push(&data[start..]);
+    }
+    lines
+}
+
+/// The feedparser's `headerRE`: `^(From |[\041-\071\073-\176]*:|[\t ])`.
+fn is_header_line(line: &[u8]) -> bool {
+    if line.starts_with(b"From ") || matches!(line.first(), Some(b' ' | b'\t')) {
+        return true;
+    }
+    let name_len = line
+        .iter()
+        .take_while(|&&b| (0x21..=0x7e).contains(&b) && b != b':')
+        .count();
+    line.get(name_len) == Some(&b':')
+}
+
+fn trim_line_end(mut value: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r' | b'\n'] = value {
+        value = rest;
+    }
+    value
+}
+
+impl Message {
+    /// Reads a datagram as Python pyzord does, never failing: what the
+    /// feedparser treats as a defect is skipped the same way.
+    pub fn parse(datagram: &[u8]) -> Self {
+        let mut data = Vec::with_capacity(datagram.len() + 1);
+        let mut index = 0;
+        while index < datagram.len() {
+            if datagram[index..].starts_with(b"\n\n") {
+                data.push(b'\n');
+                index += 2;
+            } else {
+                data.push(datagram[index]);
+                index += 1;
+            }
+        }
+        data.push(b'\n');
+
+        let all = lines(&data);
+        let mut message = Message::default();
+        let mut header_lines: Vec<Vec<&[u8]>> = Vec::new();
+        let mut body_from = all.len();
+        for (number, line) in all.iter().enumerate() {
+            if !is_header_line(line) {
+                let blank = matches!(*line, b"\n" | b"\r" | b"\r\n");
+                body_from = if blank { number + 1 } else { number };
+                break;
+            }
+            if matches!(line.first(), Some(b' ' | b'\t')) {
+                // A continuation without a header before it is dropped.
+                if let Some(last) = header_lines.last_mut() {
+                    last.push(line);
+                }
+            } else if line.starts_with(b"From ") {
+                // The envelope line (first) or a misplaced one: not a header.
+            } else if line.first() != Some(&b':') {
+                header_lines.push(vec![line]);
+            }
+        }
+        for source in header_lines {
+            let first = source[0];
+            let colon = first.iter().position(|&b| b == b':').unwrap_or(first.len());
+            let name = String::from_utf8_lossy(&first[..colon]).into_owned();
+            let mut value: Vec<u8> = first[(colon + 1).min(first.len())..]
+                .iter()
+                .copied()
+                .skip_while(|b| matches!(b, b' ' | b'\t'))
+                .collect();
+            for continuation in &source[1..] {
+                value.extend_from_slice(continuation);
+            }
+            let value = trim_line_end(&value).to_vec();
+            message.headers.push((name, value));
+        }
+        message.body = all[body_from.min(all.len())..].concat();
+        message
+    }
+
+    /// The first value of a header.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_slice())
+    }
+
+    /// Every value of a header, `None` when there is none (pyzor's
+    /// `get_all` returns None rather than an empty list).
+    pub fn get_all(&self, name: &str) -> Option<Vec<&[u8]>> {
+        let values: Vec<&[u8]> = self
+            .headers
+            .iter()
+            .filter(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_slice())
+            .collect();
+        (!values.is_empty()).then_some(values)
+    }
+
+    /// The text pyzor signs: the message without its `Sig` headers, as
+    /// `as_string().strip()` writes it.
+    pub fn signed_text(&self) -> Vec<u8> {
+        let mut text = Vec::new();
+        for (name, value) in &self.headers {
+            if name.eq_ignore_ascii_case("Sig") {
+                continue;
+            }
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(b": ");
+            text.extend_from_slice(value);
+            text.push(b'\n');
+        }
+        text.push(b'\n');
+        text.extend_from_slice(&self.body);
+        python_strip(&text).to_vec()
+    }
+}
+
+/// Python's `str.strip()` for the ASCII range (whitespace includes the
+/// separators 0x1c-0x1f).
+fn python_strip(text: &[u8]) -> &[u8] {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f);
+    let start = text.iter().position(|b| !space(b)).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |end| end + 1);
+    &text[start..end.max(start)]
+}
+
+/// A response: Code, Diag, PV and Thread first, then the op's fields, in
+/// the order pyzord sets them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub code: u16,
+    pub diag: String,
+    pub thread: Vec<u8>,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Response {
+    /// `200 OK` for a thread, with no fields yet.
+    pub fn ok(thread: &[u8]) -> Self {
+        Self {
+            code: 200,
+            diag: "OK".into(),
+            thread: thread.to_vec(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// The datagram, as `Message.as_string()` writes it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut head = String::with_capacity(96);
+        let _ = write!(
+            head,
+            "Code: {}\nDiag: {}\nPV: {PROTOCOL_VERSION}\nThread: ",
+            self.code, self.diag
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.thread);
+        bytes.push(b'\n');
+        for (name, value) in &self.fields {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(b": ");
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.push(b'\n');
+        }
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_header_wins_and_names_ignore_case() {
+        let message = Message::parse(b"op: check\nOp-Digest: a\nOP-DIGEST: b\nOp: ping\n");
+        assert_eq!(message.get("Op"), Some(&b"check"[..]));
+        assert_eq!(
+            message.get_all("Op-Digest"),
+            Some(vec![&b"a"[..], &b"b"[..]])
+        );
+        assert_eq!(message.get_all("Thread"), None);
+    }
+
+    #[test]
+    fn double_newline_collapses_so_headers_continue() {
+        let message = Message::parse(b"Op: check\n\nThread: 5\n\n");
+        assert_eq!(message.get("Thread"), Some(&b"5"[..]));
+    }
+
+    #[test]
+    fn crlf_and_continuation_lines_are_read_as_the_feedparser_does() {
+        let message = Message::parse(b"Op: check\r\nThread: 1\r\n 2\r\n\r\nPV: 2.1\r\n");
+        assert_eq!(message.get("Op"), Some(&b"check"[..]));
+        assert_eq!(message.get("Thread"), Some(&b"1\r\n 2"[..]));
+        assert_eq!(message.get("PV"), None);
+    }
+
+    #[test]
+    fn a_line_without_colon_ends_the_headers() {
+        let message = Message::parse(b"Op: check\ngarbage\nThread: 1\n");
+        assert_eq!(message.get("Thread"), None);
+    }
+
+    #[test]
+    fn signed_text_drops_sig_and_strips() {
+        let message = Message::parse(b"Op: ping\nThread: 1\nSig: abc\nUser: u\n\n");
+        assert_eq!(
+            message.signed_text(),
+            b"Op: ping\nThread: 1\nUser: u".to_vec()
+        );
+    }
+
+    #[test]
+    fn response_is_written_in_pyzords_order() {
+        let mut response = Response::ok(b"77");
+        response.fields.push(("Count", "1".into()));
+        assert_eq!(
+            response.to_bytes(),
+            b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 77\nCount: 1\n\n".to_vec()
+        );
+    }
+}

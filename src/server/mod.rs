@@ -1,0 +1,151 @@
+//! pyzord: the Pyzor server. [`run`] serves one UDP socket until its
+//! shutdown future completes; every datagram becomes one call of
+//! [`handler::handle`] and at most one response datagram.
+//!
+//! This module owns the UDP loop, the shared [`Context`] and reloading of
+//! the access files. It never imports `client`: forwarding to upstream
+//! servers is handed in as a [`Forward`] sink.
+
+pub mod access;
+pub mod config;
+pub mod handler;
+pub mod message;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+
+use crate::storage::{Kind, Storage};
+use access::Access;
+use message::{MAX_DATAGRAM, Message};
+
+/// How many requests may be in the works at once; more wait in the socket.
+const MAX_IN_FLIGHT: u32 = 1024;
+
+/// Where reported and whitelisted digests go to be forwarded upstream.
+pub trait Forward: Send + Sync {
+    /// Queues one digest; drops it when the queue is full, as pyzor does.
+    fn queue(&self, digest: &str, kind: Kind);
+}
+
+/// What every request handler shares.
+pub struct Context {
+    pub storage: Arc<dyn Storage>,
+    access: RwLock<Arc<Access>>,
+    access_files: Option<(PathBuf, PathBuf)>,
+    pub forward: Option<Arc<dyn Forward>>,
+}
+
+impl Context {
+    /// A context with fixed accounts and ACL.
+    pub fn new(storage: Arc<dyn Storage>, access: Access) -> Self {
+        Self {
+            storage,
+            access: RwLock::new(Arc::new(access)),
+            access_files: None,
+            forward: None,
+        }
+    }
+
+    /// A context whose accounts and ACL come from pyzord.passwd and
+    /// pyzord.access, and are read again by [`Context::reload`].
+    pub fn from_files(
+        storage: Arc<dyn Storage>,
+        passwd: PathBuf,
+        access: PathBuf,
+    ) -> std::io::Result<Self> {
+        let loaded = Access::load(&passwd, &access)?;
+        let mut context = Self::new(storage, loaded);
+        context.access_files = Some((passwd, access));
+        Ok(context)
+    }
+
+    /// The accounts and ACL in force.
+    pub fn access(&self) -> Arc<Access> {
+        match self.access.read() {
+            Ok(access) => Arc::clone(&access),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Reads the access files again (SIGUSR1); keeps the old ones when
+    /// they cannot be read.
+    pub fn reload(&self) {
+        let Some((passwd, access)) = &self.access_files else {
+            return;
+        };
+        match Access::load(passwd, access) {
+            Ok(loaded) => {
+                let mut slot = match self.access.write() {
+                    Ok(slot) => slot,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *slot = Arc::new(loaded);
+                tracing::info!("reloaded the accounts and the ACL");
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the access files; keeping the old ones")
+            }
+        }
+    }
+}
+
+/// Serves `socket` until `shutdown` completes, then waits for the requests
+/// in the works (so every write that was started is committed and answered).
+pub async fn run(
+    socket: UdpSocket,
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let socket = Arc::new(socket);
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
+    let receive = receive_loop(Arc::clone(&socket), context, Arc::clone(&in_flight));
+    tokio::select! {
+        result = receive => result?,
+        () = shutdown => tracing::info!("shutting down"),
+    }
+    // Every request holds a permit until its response is sent.
+    let _all = in_flight.acquire_many(MAX_IN_FLIGHT).await;
+    Ok(())
+}
+
+async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    context: Arc<Context>,
+    in_flight: Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let permit = Arc::clone(&in_flight)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (length, peer) = match socket.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            // ICMP errors from earlier sends surface here on some systems.
+            Err(error) => {
+                tracing::debug!(%error, "receive failed");
+                continue;
+            }
+        };
+        let request = Message::parse(&buffer[..length]);
+        let socket = Arc::clone(&socket);
+        let context = Arc::clone(&context);
+        tokio::spawn(async move {
+            respond(&socket, &request, peer, &context).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn respond(socket: &UdpSocket, request: &Message, peer: SocketAddr, context: &Context) {
+    let Some(response) = handler::handle(request, peer.ip(), context).await else {
+        return;
+    };
+    if let Err(error) = socket.send_to(&response.to_bytes(), peer).await {
+        tracing::debug!(%peer, %error, "cannot send the response");
+    }
+}

@@ -1,0 +1,429 @@
+//! pyzord against Python pyzord 1.1.2: the same datagrams and the same
+//! Python `pyzor` commands sent to both get the same answers; our Redis and
+//! MySQL engines share data with Python pyzord's; `migrate` imports a
+//! Python pyzord gdbm file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha1::{Digest as _, Sha1};
+
+use crate::server_util::{
+    Mariadb, OurServer, PythonPyzord, RedisServer, TempDir, ask, reference_pyzor,
+    reference_server_python, temp_dir,
+};
+use pyzor_milter::storage::EngineName;
+
+const WAIT: Duration = Duration::from_secs(3);
+const USER: &str = "alice";
+const KEY: &str = "0123456789ABCDEF";
+const PASSWD: &str = "alice : 0123456789ABCDEF\n# a comment\nbroken line\n";
+const ACCESS: &str = "check report ping pong info : anonymous : allow\n\
+                      all : alice : allow\n\
+                      report : alice : deny\n\
+                      nonsense line\n\
+                      frobnicate : anonymous : allow\n";
+
+/// A homedir with the accounts and ACL both servers use.
+fn homedir_with_access() -> TempDir {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("pyzord.passwd"), PASSWD).expect("passwd");
+    std::fs::write(dir.path().join("pyzord.access"), ACCESS).expect("access");
+    dir
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// Signs a request as pyzor's client does (`account.sign_msg`).
+fn signed(body: &str, user: &str, key: &str, time: i64) -> Vec<u8> {
+    let text = format!("{body}User: {user}\nTime: {time}");
+    let hashed_key = hex::encode(Sha1::digest(format!("{user}:{}", key.to_lowercase())));
+    let mut outer = Sha1::new();
+    outer.update(Sha1::digest(text.as_bytes()));
+    outer.update(format!(":{time}:{hashed_key}").as_bytes());
+    let sig = hex::encode(outer.finalize());
+    format!("{text}\nSig: {sig}\n\n").into_bytes()
+}
+
+/// Replaces the values of the time fields, which may differ by the second
+/// the two servers wrote them in.
+fn mask_times(response: &[u8]) -> String {
+    String::from_utf8_lossy(response)
+        .lines()
+        .map(|line| match line.split_once(": ") {
+            Some((name, value))
+                if ["Entered", "Updated", "WL-Entered", "WL-Updated"].contains(&name)
+                    && value != "0" =>
+            {
+                format!("{name}: <time>")
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn requests() -> Vec<Vec<u8>> {
+    let digest = |c: char| c.to_string().repeat(40);
+    let mut requests: Vec<Vec<u8>> = [
+        "Op: ping\nThread: 1\nPV: 2.1\n\n".to_owned(),
+        format!(
+            "Op: check\nOp-Digest: {}\nThread: 2\nPV: 2.1\n\n",
+            digest('a')
+        ),
+        format!(
+            "Op: report\nOp-Digest: {}\nOp-Digest: {}\nThread: 3\nPV: 2.1\n\n",
+            digest('a'),
+            digest('b')
+        ),
+        format!(
+            "Op: check\nOp-Digest: {}\nOp-Digest: {}\nThread: 4\nPV: 2.1\n\n",
+            digest('b'),
+            digest('a')
+        ),
+        format!(
+            "Op: info\nOp-Digest: {}\nThread: 5\nPV: 2.1\n\n",
+            digest('a')
+        ),
+        format!(
+            "Op: info\nOp-Digest: {}\nThread: 6\nPV: 2.1\n\n",
+            digest('z')
+        ),
+        "Op: pong\nOp-Digest: x\nThread: 7\nPV: 2.1\n\n".to_owned(),
+        "Op: whitelist\nOp-Digest: x\nThread: 8\nPV: 2.1\n\n".to_owned(),
+        "Op: frobnicate\nThread: 9\nPV: 2.1\n\n".to_owned(),
+        "Op: nosuchop\nThread: 10\nPV: 2.1\n\n".to_owned(),
+        "Op: check\nThread: 11\n\n".to_owned(),
+        "Op: check\nThread: 12\nPV: 3.0\n\n".to_owned(),
+        "Op: check\nThread: 13\nPV: abc\n\n".to_owned(),
+        "Op: check\nThread: 14\nPV: inf\n\n".to_owned(),
+        "Op: check\nThread: 15\nPV: nan\n\n".to_owned(),
+        "Op: check\r\nOp-Digest: abc\r\nThread: 16\r\nPV: 2.1\r\n\r\n".to_owned(),
+        "Op: check\nThread: 17\nPV: 2.1\n\n".to_owned(),
+        "Op: ping\n\n\nThread: 18\nPV: 2.1\n\n".to_owned(),
+        "Op: ping\nThread: 19\n 20\nPV: 2.1\n\n".to_owned(),
+        "Thread: 21\n".to_owned(),
+        "garbage".to_owned(),
+        String::new(),
+        "User: mallory\nOp: check\nThread: 22\nPV: 2.1\nTime: 1\nSig: x\n\n".to_owned(),
+        "User: alice\nOp: check\nThread: 23\nPV: 2.1\nTime: soon\nSig: x\n\n".to_owned(),
+        "User: alice\nOp: check\nThread: 24\nPV: 2.1\nSig: x\n\n".to_owned(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect();
+    let body = |op: &str, thread: u32| {
+        format!(
+            "Op: {op}\nOp-Digest: {}\nThread: {thread}\nPV: 2.1\n",
+            digest('c')
+        )
+    };
+    requests.push(signed(&body("whitelist", 30), USER, KEY, now()));
+    requests.push(signed(&body("report", 31), USER, KEY, now()));
+    requests.push(signed(&body("check", 32), USER, KEY, now() - 1000));
+    requests.push(signed(&body("check", 33), USER, "ffff", now()));
+    requests.push(signed(&body("info", 34), USER, KEY, now()));
+    requests.push(b"Op: check\xff\nThread: 40\nPV: 2.1\n\n".to_vec());
+    requests.push(b"Op: ping\nThread: 4\xff1\nPV: 2.1\n\n".to_vec());
+    requests.push(b"Op: check\nThread: 42\nPV: 2.\xff1\n\n".to_vec());
+    requests.push(b"Op: check\nOp-Digest: \xff\nThread: 43\nPV: 2.1\n\n".to_vec());
+    requests.push(b"User: b\xffb\nOp: check\nThread: 44\nPV: 2.1\n\n".to_vec());
+    requests.push(vec![b'x'; 9000]);
+    let mut many = String::from("Op: report\nThread: 45\nPV: 2.1\n");
+    for index in 0..200 {
+        many.push_str(&format!("Op-Digest: {index:040}\n"));
+    }
+    requests.push(many.into_bytes());
+    requests.push(format!("Op: check\nOp-Digest: {:040}\nThread: 46\nPV: 2.1\n\n", 7).into_bytes());
+    requests
+}
+
+#[test]
+fn raw_datagrams_get_python_pyzords_answers() {
+    let python_home = homedir_with_access();
+    let our_home = homedir_with_access();
+    let python = PythonPyzord::start(python_home.path(), &[], &[]);
+    let dsn = our_home.path().join("pyzord.sqlite");
+    let ours = OurServer::start(
+        EngineName::Sqlite,
+        &dsn.display().to_string(),
+        our_home.path(),
+    );
+    for request in requests() {
+        let expected = ask(python.address, &request, WAIT).map(|answer| mask_times(&answer));
+        let actual = ask(ours.address, &request, WAIT).map(|answer| mask_times(&answer));
+        assert_eq!(
+            actual,
+            expected,
+            "request {:?}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+}
+
+/// Runs Python's `pyzor` client against one server and returns its stdout
+/// (with the server's address replaced) and exit code.
+fn pyzor_client(server: SocketAddr, accounts: &str, args: &[&str], stdin: &[u8]) -> (String, i32) {
+    use std::io::Write;
+    let home = temp_dir();
+    std::fs::write(home.path().join("servers"), format!("{server}\n")).expect("servers");
+    let accounts = accounts.replace("PORT", &server.port().to_string());
+    std::fs::write(home.path().join("accounts"), accounts).expect("accounts");
+    let mut child = Command::new(reference_pyzor())
+        .arg("--homedir")
+        .arg(home.path())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run Python pyzor");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("pyzor finished");
+    let stdout = String::from_utf8_lossy(&output.stdout).replace(&server.to_string(), "SERVER");
+    let stdout = stdout
+        .lines()
+        .map(|line| match line.split_once(": ") {
+            Some((name, value))
+                if name.trim_start().contains("Entered")
+                    || name.trim_start().contains("Updated") =>
+            {
+                if value.ends_with("1970") {
+                    line.to_owned()
+                } else {
+                    format!("{name}: <time>")
+                }
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (stdout, output.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn python_pyzor_client_sees_the_same_server() {
+    let python_home = homedir_with_access();
+    let our_home = homedir_with_access();
+    let python = PythonPyzord::start(python_home.path(), &[], &[]);
+    let dsn = our_home.path().join("pyzord.sqlite");
+    let ours = OurServer::start(
+        EngineName::Sqlite,
+        &dsn.display().to_string(),
+        our_home.path(),
+    );
+    let message = b"From: a@example.com\nSubject: offer\n\nBuy cheap things at our shop today, \
+                    the best prices on the whole internet for everyone.\n";
+    let good = format!("127.0.0.1 : PORT : {USER} : salt,{KEY}\n");
+    let wrong_key = format!("127.0.0.1 : PORT : {USER} : salt,ffff\n");
+    let unknown = "127.0.0.1 : PORT : mallory : salt,abcd\n".to_owned();
+    let steps: Vec<(&str, Vec<&str>)> = vec![
+        ("", vec!["ping"]),
+        ("", vec!["pong"]),
+        ("", vec!["check"]),
+        ("", vec!["report"]),
+        ("", vec!["check"]),
+        ("", vec!["whitelist"]),
+        ("good", vec!["whitelist"]),
+        ("good", vec!["report"]),
+        ("good", vec!["check"]),
+        ("good", vec!["info"]),
+        ("", vec!["info"]),
+        ("wrong", vec!["check"]),
+        ("unknown", vec!["check"]),
+        ("", vec!["-r", "0", "check"]),
+    ];
+    for (account, args) in steps {
+        let accounts = match account {
+            "good" => good.as_str(),
+            "wrong" => wrong_key.as_str(),
+            "unknown" => unknown.as_str(),
+            _ => "",
+        };
+        let expected = pyzor_client(python.address, accounts, &args, message);
+        let actual = pyzor_client(ours.address, accounts, &args, message);
+        assert_eq!(actual, expected, "pyzor {args:?} as {account:?}");
+    }
+}
+
+#[test]
+fn redis_is_shared_with_python_pyzord() {
+    let dir = temp_dir();
+    let redis = RedisServer::start(dir.path());
+    let dsn = format!("127.0.0.1,{},,0", redis.port);
+    let python_home = homedir_with_access();
+    let our_home = homedir_with_access();
+    let python = PythonPyzord::start(python_home.path(), &["-e", "redis", "--dsn", &dsn], &[]);
+    let ours = OurServer::start(EngineName::Redis, &dsn, our_home.path());
+    let digest = "d".repeat(40);
+    let report = format!("Op: report\nOp-Digest: {digest}\nThread: 1\nPV: 2.1\n\n");
+    let check = format!("Op: info\nOp-Digest: {digest}\nThread: 2\nPV: 2.1\n\n");
+    assert!(ask(ours.address, report.as_bytes(), WAIT).is_some());
+    assert!(ask(python.address, report.as_bytes(), WAIT).is_some());
+    let from_python = ask(python.address, check.as_bytes(), WAIT).expect("python answers");
+    let from_ours = ask(ours.address, check.as_bytes(), WAIT).expect("ours answers");
+    assert!(
+        String::from_utf8_lossy(&from_python).contains("\nCount: 2\n"),
+        "{}",
+        String::from_utf8_lossy(&from_python)
+    );
+    assert_eq!(from_ours, from_python);
+}
+
+#[test]
+fn mariadb_is_shared_with_python_pyzord() {
+    let dir = temp_dir();
+    let mariadb = Mariadb::start(dir.path());
+    let python_dsn = "127.0.0.1,pyzor,secret,pyzor,public";
+    let our_dsn = format!("127.0.0.1:{},pyzor,secret,pyzor,public", mariadb.port);
+    let python_home = homedir_with_access();
+    let our_home = homedir_with_access();
+    // Ours first: it creates pyzor's table, which Python pyzord expects.
+    let ours = OurServer::start(EngineName::Mysql, &our_dsn, our_home.path());
+    let python = PythonPyzord::start(
+        python_home.path(),
+        &["-e", "mysql", "--dsn", python_dsn],
+        &[("MYSQL_TCP_PORT", mariadb.port.to_string())],
+    );
+    let digest = "e".repeat(40);
+    let report = format!("Op: report\nOp-Digest: {digest}\nThread: 1\nPV: 2.1\n\n");
+    let info = format!("Op: info\nOp-Digest: {digest}\nThread: 2\nPV: 2.1\n\n");
+    let ok = |answer: Option<Vec<u8>>| {
+        let text = String::from_utf8_lossy(&answer.expect("an answer")).into_owned();
+        assert!(text.starts_with("Code: 200\n"), "{text}");
+    };
+    ok(ask(python.address, report.as_bytes(), WAIT));
+    ok(ask(ours.address, report.as_bytes(), WAIT));
+    let from_python = ask(python.address, info.as_bytes(), WAIT).expect("python answers");
+    let from_ours = ask(ours.address, info.as_bytes(), WAIT).expect("ours answers");
+    assert!(
+        String::from_utf8_lossy(&from_python).contains("\nCount: 2\n"),
+        "{}",
+        String::from_utf8_lossy(&from_python)
+    );
+    assert_eq!(from_ours, from_python);
+}
+
+/// Writes a pyzord gdbm file with Python's own record encoder and returns
+/// what Python's `info` would say of each record (JSON lines).
+fn python_gdbm_fixture(path: &Path) -> String {
+    let script = r#"
+import sys, json, time, datetime, dbm.gnu
+from pyzor.engines.gdbm_ import GdbmDBHandle
+from pyzor.engines.common import Record
+db = dbm.gnu.open(sys.argv[1], "c")
+base = datetime.datetime(2024, 3, 10, 1, 30, 15, 123456)
+out = {}
+for i in range(2500):
+    r = Record(r_count=i, wl_count=i % 3,
+               r_entered=base + datetime.timedelta(hours=i) if i % 5 else None,
+               r_updated=base + datetime.timedelta(hours=i, seconds=7),
+               wl_entered=None if i % 3 == 0 else base,
+               wl_updated=None if i % 3 == 0 else base + datetime.timedelta(days=1))
+    key = "%040x" % (i * 7919)
+    db[key] = GdbmDBHandle.encode_record(r)
+    t = lambda d: 0 if d is None else int(time.mktime(d.timetuple()))
+    out[key] = [r.r_count, r.wl_count, t(r.r_entered), t(r.r_updated), t(r.wl_entered), t(r.wl_updated)]
+db["0" * 39 + "1"] = "5,1700000000,1700000100"
+out["0" * 39 + "1"] = [5, 0, 1700000000, 1700000100, 0, 0]
+db.close()
+print(json.dumps(out, sort_keys=True))
+"#;
+    let output = Command::new(reference_server_python())
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("run the reference Python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn migrate_imports_a_python_gdbm_file() {
+    let dir = temp_dir();
+    let gdbm = dir.path().join("pyzord.db");
+    let expected = python_gdbm_fixture(&gdbm);
+    let sqlite = dir.path().join("pyzord.sqlite");
+    let output = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
+        .args(["migrate", "--se", "gdbm", "--sd"])
+        .arg(&gdbm)
+        .args(["--de", "sqlite", "--dd"])
+        .arg(&sqlite)
+        .output()
+        .expect("run migrate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "Migration complete, 2501 records transferred successfully, 0 records failed"
+    );
+    let connection = rusqlite::Connection::open(&sqlite).expect("open the result");
+    let mut statement = connection
+        .prepare(
+            "SELECT digest, r_count, wl_count, COALESCE(r_entered, 0), COALESCE(r_updated, 0),
+             COALESCE(wl_entered, 0), COALESCE(wl_updated, 0) FROM digests ORDER BY digest",
+        )
+        .expect("query");
+    let rows: Vec<String> = statement
+        .query_map([], |row| {
+            let digest: String = row.get(0)?;
+            let values: Vec<i64> = (1..7).map(|i| row.get(i)).collect::<Result<_, _>>()?;
+            let values: Vec<String> = values.iter().map(i64::to_string).collect();
+            Ok(format!("\"{digest}\": [{}]", values.join(", ")))
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("all rows");
+    assert_eq!(format!("{{{}}}", rows.join(", ")), expected);
+}
+
+#[test]
+fn bad_datagrams_never_stop_the_server_nor_write() {
+    let home = homedir_with_access();
+    let dsn = home.path().join("pyzord.sqlite");
+    let ours = OurServer::start(EngineName::Sqlite, &dsn.display().to_string(), home.path());
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for round in 0..2000 {
+        let length = (next() % 600) as usize;
+        let mut datagram: Vec<u8> = (0..length).map(|_| next() as u8).collect();
+        if round % 2 == 0 {
+            // Half look like requests, so the parser goes deeper.
+            let mut prefix = b"Op: check\nThread: 1\nPV: 2.1\n".to_vec();
+            prefix.truncate((next() % 28) as usize);
+            prefix.extend_from_slice(&datagram);
+            datagram = prefix;
+        }
+        socket.send_to(&datagram, ours.address).expect("send");
+    }
+    let ping = ask(ours.address, b"Op: ping\nThread: 9\nPV: 2.1\n\n", WAIT).expect("still alive");
+    assert_eq!(
+        ping,
+        b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 9\n\n".to_vec()
+    );
+    let connection = rusqlite::Connection::open(&dsn).expect("open");
+    let count: i64 = connection
+        .query_row("SELECT COUNT(*) FROM digests", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(count, 0);
+}

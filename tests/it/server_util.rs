@@ -1,0 +1,324 @@
+//! Helpers for the pyzord tests: our server in-process on port 0, Python
+//! pyzord, redis-server and MariaDB as child processes on free ports in
+//! temporary directories, all stopped when dropped.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyzor_milter::server::{self, Context};
+use pyzor_milter::storage::{self, EngineName, Storage};
+
+const SETUP_HINT: &str = "run scripts/test once (it installs Python pyzord 1.1.2 in \
+     .cache/ref-server, redis-server, mariadb-server and python3-mysqldb)";
+
+/// The crate's root directory.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn first_existing(var: &str, candidates: &[PathBuf]) -> PathBuf {
+    if let Some(value) = std::env::var_os(var) {
+        return PathBuf::from(value);
+    }
+    candidates
+        .iter()
+        .find(|path| path.exists())
+        .cloned()
+        .unwrap_or_else(|| panic!("{var} is not set and no reference found: {SETUP_HINT}"))
+}
+
+/// Python pyzord 1.1.2 (Debian python3 with gdbm, redis and MySQLdb).
+pub fn reference_pyzord() -> PathBuf {
+    first_existing(
+        "PYZOR_REF_PYZORD",
+        &[root().join(".cache/ref-server/bin/pyzord")],
+    )
+}
+
+/// The Python of the pyzord venv (it has `dbm.gnu`).
+pub fn reference_server_python() -> PathBuf {
+    reference_pyzord().with_file_name("python3")
+}
+
+/// Python pyzor 1.1.2's client script.
+pub fn reference_pyzor() -> PathBuf {
+    first_existing(
+        "PYZOR_REF_PYZOR",
+        &[
+            root().join(".cache/ref-client/bin/pyzor"),
+            root().join(".cache/ref-server/bin/pyzor"),
+        ],
+    )
+}
+
+/// A temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir() -> TempDir {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("pyzord-test-{}-{number}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).expect("create a temporary directory");
+    TempDir(path)
+}
+
+/// A port that was free a moment ago (UDP or TCP as asked).
+pub fn free_port(udp: bool) -> u16 {
+    if udp {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        socket.local_addr().expect("address").port()
+    } else {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        listener.local_addr().expect("address").port()
+    }
+}
+
+/// Sends one datagram and waits up to `wait` for the answer.
+pub fn ask(server: SocketAddr, datagram: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    socket.set_read_timeout(Some(wait)).expect("timeout");
+    socket.send_to(datagram, server).expect("send");
+    let mut buffer = vec![0u8; 65536];
+    let (length, _) = socket.recv_from(&mut buffer).ok()?;
+    Some(buffer[..length].to_vec())
+}
+
+/// A child process killed when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `ready` holds, or panics after `limit` naming `what`.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not come up: {SETUP_HINT}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Python pyzord on 127.0.0.1 with its homedir and extra arguments.
+pub struct PythonPyzord {
+    pub address: SocketAddr,
+    _child: ChildGuard,
+}
+
+impl PythonPyzord {
+    pub fn start(homedir: &Path, extra: &[&str], env: &[(&str, String)]) -> Self {
+        let port = free_port(true);
+        let log = std::fs::File::create(homedir.join("python-pyzord.log")).expect("log file");
+        let mut command = Command::new(reference_pyzord());
+        command
+            .arg("--homedir")
+            .arg(homedir)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = ChildGuard(command.spawn().expect("start Python pyzord"));
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        wait_for("Python pyzord", Duration::from_secs(20), || {
+            ask(
+                address,
+                b"Op: ping\nThread: 1\nPV: 2.1\n\n",
+                Duration::from_millis(200),
+            )
+            .is_some()
+        });
+        Self {
+            address,
+            _child: child,
+        }
+    }
+}
+
+/// Our server, in-process on its own runtime and port 0.
+pub struct OurServer {
+    pub address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OurServer {
+    /// Serves `engine`/`dsn` with the homedir's pyzord.passwd and
+    /// pyzord.access.
+    pub fn start(engine: EngineName, dsn: &str, homedir: &Path) -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let dsn = dsn.to_owned();
+        let homedir = homedir.to_owned();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let storage: Arc<dyn Storage> = storage::open(engine, &dsn, Some(3600))
+                    .await
+                    .expect("open our storage")
+                    .into();
+                let context = Context::from_files(
+                    storage,
+                    homedir.join("pyzord.passwd"),
+                    homedir.join("pyzord.access"),
+                )
+                .expect("access files");
+                let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                ready_tx
+                    .send(socket.local_addr().expect("address"))
+                    .expect("ready");
+                server::run(socket, Arc::new(context), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server ran");
+            });
+        });
+        let address = ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("our server started");
+        Self {
+            address,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for OurServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// redis-server on a free port with its data in `dir`.
+pub struct RedisServer {
+    pub port: u16,
+    _child: ChildGuard,
+}
+
+impl RedisServer {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port(false);
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start redis-server ({error}): {SETUP_HINT}"));
+        let guard = ChildGuard(child);
+        wait_for("redis-server", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            port,
+            _child: guard,
+        }
+    }
+}
+
+/// The database and the TCP user the MariaDB tests use.
+const CREATE_USER: &str = "CREATE DATABASE IF NOT EXISTS pyzor; \
+     CREATE USER IF NOT EXISTS 'pyzor'@'%' IDENTIFIED BY 'secret'; \
+     GRANT ALL ON pyzor.* TO 'pyzor'@'%'";
+
+/// MariaDB on a free port with a fresh data directory in `dir`, with the
+/// database `pyzor` and the user `pyzor` (password `secret`) over TCP.
+pub struct Mariadb {
+    pub port: u16,
+    _child: ChildGuard,
+}
+
+impl Mariadb {
+    pub fn start(dir: &Path) -> Self {
+        let data = dir.join("data");
+        let status = Command::new("mariadb-install-db")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--user=root", "--auth-root-authentication-method=normal"])
+            .args(["--skip-test-db", "--skip-name-resolve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|error| {
+                panic!("cannot run mariadb-install-db ({error}): {SETUP_HINT}")
+            });
+        assert!(status.success(), "mariadb-install-db failed: {SETUP_HINT}");
+        let port = free_port(false);
+        let child = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .args([
+                "--user=root",
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+            ])
+            .arg(format!("--port={port}"))
+            .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("mariadb.log")).expect("log"))
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start mariadbd ({error}): {SETUP_HINT}"));
+        let guard = ChildGuard(child);
+        let socket = dir.join("mysqld.sock");
+        wait_for("mariadbd", Duration::from_secs(60), || {
+            Command::new("mariadb")
+                .arg(format!("--socket={}", socket.display()))
+                .args(["-uroot", "-e", CREATE_USER])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        });
+        Self {
+            port,
+            _child: guard,
+        }
+    }
+}
