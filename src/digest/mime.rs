@@ -96,7 +96,7 @@ fn decode_body(raw: Cow<'_, [u8]>, encoding: &[u8]) -> Vec<u8> {
 /// falling back to ASCII for unknown charsets.
 fn raw_text(raw: &[u8], content_type: Option<&[u8]>) -> String {
     if raw.is_ascii() {
-        return raw.iter().map(|&b| char::from(b)).collect();
+        return String::from_utf8_lossy(raw).into_owned();
     }
     // An RFC 2231 charset is a tuple that `bytes.decode` rejects with
     // TypeError in Python; ASCII is used for it here.

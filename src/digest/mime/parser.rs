@@ -79,11 +79,40 @@ pub fn parse(data: &[u8]) -> Vec<Part> {
 /// The length of a line starting at `data[0]`: up to and including the
 /// first `\r\n`, `\r` or `\n` (`StringIO(newline='').readlines()`).
 fn line_len(data: &[u8]) -> usize {
-    match data.iter().position(|&b| b == b'\n' || b == b'\r') {
+    match find_line_break(data) {
         None => data.len(),
         Some(at) if data[at] == b'\r' && data.get(at + 1) == Some(&b'\n') => at + 2,
         Some(at) => at + 1,
     }
+}
+
+/// The index of the first `\r` or `\n`.
+fn find_line_break(data: &[u8]) -> Option<usize> {
+    find_either(data, b'\n', b'\r')
+}
+
+/// The index of the first `first` or `second` byte, eight bytes at a time
+/// (the parser and the decoders spend most of their time here).
+pub(super) fn find_either(data: &[u8], first: u8, second: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_byte = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS != 0
+    };
+    let mut chunks = data.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of eight bytes"));
+        if has_byte(word, first) || has_byte(word, second) {
+            break;
+        }
+        offset += 8;
+    }
+    data[offset..]
+        .iter()
+        .position(|&b| b == first || b == second)
+        .map(|at| offset + at)
 }
 
 /// `boundaryre.match(line)`: `Some(true)` for the close boundary.
@@ -165,6 +194,15 @@ impl FeedParser<'_> {
     /// Reads to the (false) EOF, returning the lines as payload pieces.
     fn read_rest(&mut self) -> Vec<Range<usize>> {
         let mut pieces = Vec::new();
+        if self.eof_stack.is_empty() {
+            // Nothing can stop the reading before the end: no need to split.
+            while let Some(line) = self.pushed_back.pop() {
+                push_range(&mut pieces, line);
+            }
+            push_range(&mut pieces, self.pos..self.data.len());
+            self.pos = self.data.len();
+            return pieces;
+        }
         while let Some(line) = self.readline() {
             push_range(&mut pieces, line);
         }

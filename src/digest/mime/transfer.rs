@@ -4,16 +4,19 @@
 //! `binascii.a2b_base64`, and `message._decode_uu` over `binascii.a2b_uu`.
 //! Each keeps Python's handling of broken input, byte for byte.
 
+use super::parser::find_either;
+
 /// `binascii.a2b_qp(data, header=False)`.
 pub fn quoted_printable(data: &[u8]) -> Vec<u8> {
     let hex = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(data.len());
     let mut at = 0;
     while at < data.len() {
-        if data[at] != b'=' {
-            out.push(data[at]);
-            at += 1;
-            continue;
+        let run = find_either(&data[at..], b'=', b'=').unwrap_or(data.len() - at);
+        out.extend_from_slice(&data[at..at + run]);
+        at += run;
+        if at >= data.len() {
+            break;
         }
         at += 1;
         match data.get(at..) {
