@@ -24,6 +24,8 @@ mod entities;
 mod markup;
 mod unescape;
 
+use std::borrow::Cow;
+
 use self::markup::{Fault, QuoteFinder};
 use super::normalize::is_python_space;
 
@@ -113,13 +115,7 @@ impl Stripper<'_> {
             if pos < next {
                 let data = &raw[pos..next];
                 if self.cdata.is_none() {
-                    let text = unescape::unescape(data).map_err(|too_many| {
-                        let position = pos + reference_offset(data, too_many.0);
-                        Error::LongCharacterReference {
-                            position,
-                            digits: too_many.0,
-                        }
-                    })?;
+                    let text = unescape_at(data, pos)?;
                     self.handle_data(&text);
                 } else {
                     self.handle_data(data);
@@ -160,7 +156,7 @@ impl Stripper<'_> {
         let raw = self.raw;
         let rest = &raw.as_bytes()[pos..];
         let after = match rest.get(1) {
-            Some(c) if c.is_ascii_alphabetic() => self.parse_start_tag(pos),
+            Some(c) if c.is_ascii_alphabetic() => self.parse_start_tag(pos)?,
             Some(b'/') => self.parse_end_tag(pos),
             Some(b'!') if rest.starts_with(b"<!--") => {
                 markup::find_close(raw, pos + 4, &[('-', false), ('-', true)])
@@ -182,16 +178,22 @@ impl Stripper<'_> {
         Ok(after)
     }
 
-    /// `parse_starttag` for the `<` + ASCII letter at `start`.
-    fn parse_start_tag(&mut self, start: usize) -> Option<usize> {
+    /// `parse_starttag` for the `<` + ASCII letter at `start`. Attribute
+    /// values only matter because unescaping them may raise.
+    fn parse_start_tag(&mut self, start: usize) -> Result<Option<usize>, Error> {
         let raw = self.raw;
-        let end = markup::whole_start_tag_end(raw, start, &mut self.quotes)?;
+        let Some(end) = markup::whole_start_tag_end(raw, start, &mut self.quotes) else {
+            return Ok(None);
+        };
         let (name_end, mut pos) = markup::tag_find(raw, start + 1);
         while pos < end {
-            match markup::attribute_end(raw, pos, &mut self.quotes) {
-                Some(after) => pos = after,
-                None => break,
+            let Some(attribute) = markup::attribute(raw, pos, &mut self.quotes) else {
+                break;
+            };
+            if let Some(value) = attribute.value {
+                unescape_at(&raw[value.clone()], value.start)?;
             }
+            pos = attribute.end;
         }
         let rest = raw
             .get(pos..end)
@@ -209,7 +211,7 @@ impl Stripper<'_> {
             }
             _ => self.handle_data(&raw[start..end]),
         }
-        Some(end)
+        Ok(Some(end))
     }
 
     /// `parse_endtag` for the `</` at `start`.
@@ -279,23 +281,12 @@ fn cdata_element(name: &str) -> Option<&'static str> {
         .find(|element| element.eq_ignore_ascii_case(name))
 }
 
-/// The byte offset in `data` of the first decimal reference with `digits`
-/// digits, for error messages.
-fn reference_offset(data: &str, digits: usize) -> usize {
-    let needle = "&#";
-    let mut pos = 0;
-    while let Some(offset) = data[pos..].find(needle) {
-        let at = pos + offset;
-        let count = data.as_bytes()[at + 2..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if count == digits {
-            return at;
-        }
-        pos = at + 2;
-    }
-    0
+/// `html.unescape` of `text`, found at `position` in the document.
+fn unescape_at(text: &str, position: usize) -> Result<Cow<'_, str>, Error> {
+    unescape::unescape(text).map_err(|too_many| Error::LongCharacterReference {
+        position: position + too_many.offset,
+        digits: too_many.digits,
+    })
 }
 
 #[cfg(test)]

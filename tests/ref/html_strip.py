@@ -11,9 +11,12 @@ repository root:
     $PY tests/ref/html_strip.py corpus .cache/corpus/package/data/*/
     # random markup, entities and whitespace, plus every prefix of some:
     $PY tests/ref/html_strip.py adversarial --count 4000 --seed 1
+    # random sequences of markup characters and keywords:
+    $PY tests/ref/html_strip.py fuzz --count 100000 --seed 2
     # the committed data files:
     $PY tests/ref/html_strip.py adversarial --tsv > tests/data/html/adversarial.tsv
     $PY tests/ref/html_strip.py cases --tsv > tests/data/html/cases.tsv
+    $PY tests/ref/html_strip.py fuzz --tsv > tests/data/html/fuzz.tsv
 
 Output is one JSON object per line, {"name", "input", "output"}, with
 "output" null where pyzor itself fails (HTMLParser.feed raises, and pyzor's
@@ -101,6 +104,21 @@ def adversarial_inputs(count, seed):
             yield "prefix-%d-%d" % (index, cut), text[:cut]
 
 
+FUZZ = (
+    list("<<<>>>//!-?[]'\"==&#;") + list("abcsriptyle09xX") + [" ", "\t", "\n", "\r"]
+    + ["\x0b", "\x0c", "\x00", "\x1c", "\xa0", "\u3000", "\u017f", "\u0130", "\u00e9"]
+    + ["script", "style", "SCRIPT", "</script", "<script", "<style", "</style", "CDATA"]
+    + ["if", "endif", "doctype", "<!--", "-->", "<![", "]]>", "amp", "lt", "not", "&#x"]
+)
+
+
+def fuzz_inputs(count, seed):
+    rng = random.Random(seed)
+    for index in range(count):
+        length = rng.randint(1, 40)
+        yield "fuzz-%d" % index, "".join(rng.choice(FUZZ) for _ in range(length))
+
+
 CASES = [
     "", "plain text", "  a  b  ", "<p>one</p><p>two</p>", "a<b>c</b>d", "x &amp; y",
     "tail &amp", "tail &amp;", "tail & x", "tail &x", "a&" + "b" * 40,
@@ -111,6 +129,13 @@ CASES = [
     "<!DOCTYPE html>x", "<!x>y", "a < b", "a <", "</>x", "</ a>x", "</a b>x",
     "&#" + "1" * 4301 + ";", "&#" + "1" * 4300 + ";", "&#x" + "1" * 5000 + ";",
     "<a\x00>x", "\u3000x\u3000", "x\x1cy", "<p>\xa0</p>",
+    '<a href="&#' + "1" * 4301 + '">x', "<a b=&#" + "1" * 4301 + ">x",
+    "<a b='&#" + "1" * 4301 + "' c>x", '<a b="c&#' + "1" * 4301, "x<a\x00 b=&#" + "9" * 4301,
+    "<a b=&#" + "1" * 4300 + ">x", "&" + "\u00e9" * 40 + ";", "&not" + "\u00e9" * 40 + ";",
+] + [
+    "<p>x&" + filler * count
+    for filler in ["a", "\u00e9", "\U0001f600", "a\u3000"]
+    for count in range(30, 37)
 ]
 
 
@@ -121,7 +146,7 @@ def case_inputs():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", choices=["corpus", "adversarial", "cases"])
+    parser.add_argument("source", choices=["corpus", "adversarial", "fuzz", "cases"])
     parser.add_argument("directories", nargs="*")
     parser.add_argument("--count", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=1)
@@ -131,6 +156,8 @@ def main():
         inputs = corpus_inputs(args.directories)
     elif args.source == "adversarial":
         inputs = adversarial_inputs(args.count, args.seed)
+    elif args.source == "fuzz":
+        inputs = fuzz_inputs(args.count, args.seed)
     else:
         inputs = case_inputs()
     out = sys.stdout

@@ -8,6 +8,8 @@
 //! followed where it changes a match (attribute values), but every scan
 //! here is linear.
 
+use std::ops::Range;
+
 use super::super::normalize::is_python_space as is_space;
 
 /// How `_markupbase.ParserBase` fails on markup it cannot handle: these
@@ -112,16 +114,25 @@ pub fn whole_start_tag_end(text: &str, start: usize, quotes: &mut QuoteFinder) -
 fn locate_start_tag_end(text: &str, start: usize, quotes: &mut QuoteFinder) -> usize {
     let name_end = tag_name_end(text, start + 1);
     let mut pos = skip(text, name_end, |c| c == '/' || is_space(c));
-    while let Some(end) = attribute_end(text, pos, quotes) {
-        pos = end;
+    while let Some(attribute) = attribute(text, pos, quotes) {
+        pos = attribute.end;
     }
     skip(text, pos, is_space)
 }
 
-/// One match of `attrfind_tolerant` at `pos` (the same as one attribute of
-/// `locatestarttagend_tolerant`), or `None` if it does not match:
+/// One match of `attrfind_tolerant` (or one attribute of
+/// `locatestarttagend_tolerant`, which ends at the same place).
+pub struct Attribute {
+    /// The end of the match.
+    pub end: usize,
+    /// The value as `parse_starttag` unescapes it (group 3, without its
+    /// quotes), if not empty.
+    pub value: Option<Range<usize>>,
+}
+
+/// `attrfind_tolerant` at `pos`, or `None` if it does not match:
 /// `((?<=['"\s/])[^\s/>][^\s/=>]*)(\s*=+\s*VALUE)?(?:\s|/(?!>))*`.
-pub fn attribute_end(text: &str, pos: usize, quotes: &mut QuoteFinder) -> Option<usize> {
+pub fn attribute(text: &str, pos: usize, quotes: &mut QuoteFinder) -> Option<Attribute> {
     let before = text.get(..pos)?.chars().next_back()?;
     if !(matches!(before, '\'' | '"' | '/') || is_space(before)) {
         return None;
@@ -133,15 +144,34 @@ pub fn attribute_end(text: &str, pos: usize, quotes: &mut QuoteFinder) -> Option
     let name_end = skip(text, pos + first.len_utf8(), |c| {
         !(matches!(c, '/' | '=' | '>') || is_space(c))
     });
-    let value_end = value_end(text, name_end, quotes).unwrap_or(name_end);
-    Some(skip_spaces_and_slashes(text, value_end))
+    let value = value(text, name_end, quotes);
+    let value_end = value.as_ref().map_or(name_end, |value| value.end);
+    Some(Attribute {
+        end: skip_spaces_and_slashes(text, value_end),
+        value: value
+            .map(|value| unquoted(text, value))
+            .filter(|value| !value.is_empty()),
+    })
 }
 
-/// `\s*=+\s*('[^']*'|"[^"]*"|(?!['"])[^>\s]*)` at `pos`, with Python's
-/// backtracking when a quote is never closed: the value becomes empty
-/// before the quote if spaces precede it, else the last `=` starts a bare
-/// value if there are several, else there is no value.
-fn value_end(text: &str, pos: usize, quotes: &mut QuoteFinder) -> Option<usize> {
+/// `attrvalue[1:-1]` if the value starts and ends with the same quote.
+fn unquoted(text: &str, value: Range<usize>) -> Range<usize> {
+    let bytes = text.as_bytes();
+    let (first, last) = (bytes.get(value.start), bytes.get(value.end.wrapping_sub(1)));
+    match (first, last) {
+        (Some(b'\''), Some(b'\'')) | (Some(b'"'), Some(b'"')) if value.len() >= 2 => {
+            value.start + 1..value.end - 1
+        }
+        _ => value,
+    }
+}
+
+/// `\s*=+\s*('[^']*'|"[^"]*"|(?!['"])[^>\s]*)` at `pos`: the range of
+/// the value (group 3), if the group matches. Python backtracks when a
+/// quote is never closed: the value becomes empty before the quote if
+/// spaces precede it, else the last `=` starts a bare value if there are
+/// several, else there is no value.
+fn value(text: &str, pos: usize, quotes: &mut QuoteFinder) -> Option<Range<usize>> {
     let bytes = text.as_bytes();
     let equals_start = skip(text, pos, is_space);
     if bytes.get(equals_start) != Some(&b'=') {
@@ -152,16 +182,18 @@ fn value_end(text: &str, pos: usize, quotes: &mut QuoteFinder) -> Option<usize> 
     match bytes.get(value_start) {
         Some(&quote @ (b'\'' | b'"')) => {
             if let Some(close) = quotes.find(text, quote, value_start + 1) {
-                Some(close + 1)
+                Some(value_start..close + 1)
             } else if value_start > equals_end {
-                Some(value_start)
+                // Empty, just before the quote: the end of the match is the
+                // same as after the last space.
+                Some(value_start..value_start)
             } else if equals_end - equals_start >= 2 {
-                Some(bare_value_end(text, equals_end - 1))
+                Some(equals_end - 1..bare_value_end(text, equals_end - 1))
             } else {
                 None
             }
         }
-        _ => Some(bare_value_end(text, value_start)),
+        _ => Some(value_start..bare_value_end(text, value_start)),
     }
 }
 

@@ -127,6 +127,16 @@ fn agrees_with_reference_on_data_files() {
     assert_agrees(include_str!("../../../tests/data/html/adversarial.tsv"));
 }
 
+/// Any reference file made by tests/ref/html_strip.py --tsv, named by
+/// `HTML_STRIP_TSV`, for larger differential runs.
+#[test]
+#[ignore = "needs HTML_STRIP_TSV naming a file from tests/ref/html_strip.py --tsv"]
+fn agrees_with_reference_file() {
+    let path = std::env::var("HTML_STRIP_TSV").expect("HTML_STRIP_TSV names a file");
+    let data = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    assert_agrees(&data);
+}
+
 /// The HTML parts of the SpamAssassin corpus, against the reference run
 /// now (too large to store): needs .cache/ref-client (pyzor 1.1.2) and
 /// .cache/corpus.

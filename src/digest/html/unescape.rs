@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use super::entities::ENTITIES;
+use super::entities::{ENTITIES, LONGEST_BARE_NAME};
 
 /// CPython 3.11 refuses to convert decimal strings longer than this
 /// (`sys.int_info.default_max_str_digits`): `int()` raises `ValueError`.
@@ -16,7 +16,12 @@ const MAX_NAME_CHARS: usize = 32;
 
 /// A decimal reference too long for Python's `int()`: `unescape` raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManyDigits(pub usize);
+pub struct TooManyDigits {
+    /// Where its `&` is in the text.
+    pub offset: usize,
+    /// How many digits it has.
+    pub digits: usize,
+}
 
 /// `html.unescape(text)`.
 pub fn unescape(text: &str) -> Result<Cow<'_, str>, TooManyDigits> {
@@ -44,7 +49,10 @@ fn replace_reference(text: &str, amp: usize, out: &mut String) -> Result<usize, 
         let decimal = count_while(&bytes[after + 1..], u8::is_ascii_digit);
         if decimal > 0 {
             if decimal > MAX_DECIMAL_DIGITS {
-                return Err(TooManyDigits(decimal));
+                return Err(TooManyDigits {
+                    offset: amp,
+                    digits: decimal,
+                });
             }
             let digits = &text[after + 1..after + 1 + decimal];
             push_numeric(digits, 10, out);
@@ -96,10 +104,11 @@ fn push_named(name: &str, out: &mut String) {
         out.push_str(value);
         return;
     }
-    let prefixes = name.char_indices().map(|(offset, _)| offset).skip(2);
-    let longest = prefixes
-        .collect::<Vec<_>>()
-        .into_iter()
+    // Prefixes of 2 to len-1 characters, longest first; names are ASCII, so
+    // only ASCII prefixes up to the longest bare name can match.
+    let ascii = name.bytes().take_while(u8::is_ascii).count();
+    let longest_cut = ascii.min(name.len() - 1).min(LONGEST_BARE_NAME);
+    let longest = (2..=longest_cut)
         .rev()
         .find_map(|cut| lookup(&name[..cut]).map(|value| (cut, value)));
     match longest {
