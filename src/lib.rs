@@ -8,16 +8,18 @@
 //!   stripping and line normalisation). No I/O, no logging.
 //! - [`mbox`]: splitting an mbox file into messages as Python's
 //!   `mailbox.mbox` does.
-//! - `protocol`: Pyzor 2.1 datagrams to and from requests and responses,
+//! - [`protocol`]: Pyzor 2.1 datagrams to and from requests and responses,
 //!   and request signing. No I/O.
-//! - `client`: asking Pyzor servers over UDP, all at once.
+//! - [`client`]: asking Pyzor servers over UDP, all at once.
 //! - [`storage`]: pyzord's digest databases behind one trait (SQLite,
 //!   Redis, MySQL) and the reader of Python pyzord's gdbm file.
 //! - [`server`]: pyzord, the UDP server answering as Python pyzord does.
 //!
 //! The command line (`src/cli`, used by `main.rs` alone) sits on top.
 
+pub mod client;
 pub mod digest;
 pub mod mbox;
+pub mod protocol;
 pub mod server;
 pub mod storage;

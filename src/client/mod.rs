@@ -1,0 +1,447 @@
+//! Asking Pyzor servers over UDP: every server at once, each with its own
+//! timeout and one retransmission, IPv4 and IPv6.
+//!
+//! A [`Client`] owns the server list, the accounts that sign requests and
+//! the per-server timeout. Host names are resolved once, on first use, and
+//! kept for the life of the client. Each request has its own socket,
+//! connected to the server so that only its datagrams (and its ICMP errors)
+//! arrive, and a random Thread id that the response must carry.
+//!
+//! This module knows nothing of output formats: it returns each server's
+//! [`Response`] or [`ServerError`]; `ServerError::pyzor_status` gives the
+//! `(code, text)` Python pyzor prints for the same failure.
+
+pub mod servers;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::protocol::{Account, MAX_PACKET_SIZE, Op, Request, Response, ResponseError, ThreadId};
+
+pub use self::servers::{Accounts, ServerAddress};
+
+/// Seconds to wait for a server (pyzor's `Client.timeout`).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
+
+/// Why one server gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot resolve server \"{server}\": {reason}")]
+    Resolve {
+        server: ServerAddress,
+        reason: String,
+    },
+    #[error("cannot send to server \"{server}\"")]
+    Send {
+        server: ServerAddress,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the response of server \"{server}\"")]
+    Receive {
+        server: ServerAddress,
+        #[source]
+        source: io::Error,
+    },
+    #[error("server \"{server}\" did not answer within {timeout_secs} s")]
+    Timeout {
+        server: ServerAddress,
+        timeout_secs: f64,
+    },
+    #[error("bad response from server \"{server}\"")]
+    Response {
+        server: ServerAddress,
+        #[source]
+        source: ResponseError,
+    },
+}
+
+impl ServerError {
+    /// The `(code, text)` Python pyzor prints for this failure (its
+    /// `CommError`), or `None` where Python's client crashes instead.
+    pub fn pyzor_status(&self) -> Option<(i64, String)> {
+        match self {
+            ServerError::Resolve { .. } => None,
+            ServerError::Send { server, .. } => Some((
+                400,
+                format!("Unable to send to {}:{}", server.host, server.port),
+            )),
+            ServerError::Receive { source, .. } => Some((
+                400,
+                format!(
+                    "Socket error while reading response: {}",
+                    python_os_error(source)
+                ),
+            )),
+            ServerError::Timeout { .. } => Some((504, "Reading response timed-out.".to_owned())),
+            ServerError::Response { source, .. } => source.pyzor_status(),
+        }
+    }
+}
+
+/// An OS error as Python's `str(OSError)` prints it: `[Errno 111]
+/// Connection refused`.
+fn python_os_error(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(code) => {
+            let text = io::Error::from_raw_os_error(code).to_string();
+            let suffix = format!(" (os error {code})");
+            let text = text.strip_suffix(&suffix).unwrap_or(&text);
+            format!("[Errno {code}] {text}")
+        }
+        None => error.to_string(),
+    }
+}
+
+/// One server's answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub server: ServerAddress,
+    pub result: Result<Response, ServerError>,
+}
+
+/// A Pyzor client: servers, accounts and timeout. Cheap to clone; clones
+/// share the resolved addresses.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    servers: Vec<Endpoint>,
+    accounts: Accounts,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    address: ServerAddress,
+    resolved: OnceCell<Result<SocketAddr, String>>,
+}
+
+impl Client {
+    /// A client for these servers; requests to a server listed in
+    /// `accounts` are signed with that account, others are anonymous.
+    pub fn new(servers: Vec<ServerAddress>, accounts: Accounts, timeout: Duration) -> Client {
+        let servers = servers
+            .into_iter()
+            .map(|address| Endpoint {
+                address,
+                resolved: OnceCell::new(),
+            })
+            .collect();
+        Client {
+            inner: Arc::new(Inner {
+                servers,
+                accounts,
+                timeout,
+            }),
+        }
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = &ServerAddress> {
+        self.inner.servers.iter().map(|endpoint| &endpoint.address)
+    }
+
+    /// Checks one digest against every server at once; no answer waits past
+    /// `deadline`. Answers are in server order.
+    pub async fn check(&self, digest: &str, deadline: Instant) -> Vec<Answer> {
+        self.ask_all(Op::Check, &[digest.to_owned()], Some(deadline))
+            .await
+    }
+
+    /// Sends one request to every server at once and collects the answers
+    /// in server order.
+    pub async fn ask_all(
+        &self,
+        op: Op,
+        digests: &[String],
+        deadline: Option<Instant>,
+    ) -> Vec<Answer> {
+        let mut tasks = JoinSet::new();
+        for index in 0..self.inner.servers.len() {
+            let client = self.clone();
+            let digests = digests.to_vec();
+            tasks.spawn(async move {
+                let result = client.ask(index, op, digests, deadline).await;
+                (index, result)
+            });
+        }
+        let mut answers: Vec<Option<Answer>> = self.inner.servers.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined.expect("server tasks do not panic");
+            let server = self.inner.servers[index].address.clone();
+            answers[index] = Some(Answer { server, result });
+        }
+        answers.into_iter().flatten().collect()
+    }
+
+    /// Sends one request to the server at `index` (in the order given to
+    /// [`Client::new`]) and waits for its response.
+    pub async fn ask(
+        &self,
+        index: usize,
+        op: Op,
+        digests: Vec<String>,
+        deadline: Option<Instant>,
+    ) -> Result<Response, ServerError> {
+        let endpoint = &self.inner.servers[index];
+        let server = &endpoint.address;
+        let peer = endpoint
+            .resolved
+            .get_or_init(|| resolve(server.clone()))
+            .await
+            .clone()
+            .map_err(|reason| ServerError::Resolve {
+                server: server.clone(),
+                reason,
+            })?;
+        let account = self
+            .inner
+            .accounts
+            .get(&(server.host.clone(), server.port))
+            .cloned()
+            .unwrap_or_else(Account::anonymous);
+        let thread = ThreadId::from_random(RandomState::new().hash_one(index));
+        let request = Request::new(op, digests, thread);
+        let datagram = request.encode(&account, unix_time());
+        tracing::debug!(%server, %thread, %op, user = %account.username, "sending");
+        let mut end = Instant::now() + self.inner.timeout;
+        if let Some(deadline) = deadline {
+            end = end.min(deadline);
+        }
+        let response = exchange(server, peer, &datagram, end).await?;
+        let response = Response::parse(&response);
+        tracing::debug!(%server, %thread, ?response, "received");
+        response
+            .verify(thread)
+            .map_err(|source| ServerError::Response {
+                server: server.clone(),
+                source,
+            })?;
+        Ok(response)
+    }
+}
+
+/// The first address of the server's name, as Python's `getaddrinfo` loop
+/// takes the first.
+async fn resolve(server: ServerAddress) -> Result<SocketAddr, String> {
+    match tokio::net::lookup_host((server.host.as_str(), server.port)).await {
+        Ok(mut addresses) => addresses
+            .next()
+            .ok_or_else(|| "no address for this name".to_owned()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Sends the datagram and waits for one answer until `end`, sending it a
+/// second time halfway if nothing came back (a lost request or response).
+async fn exchange(
+    server: &ServerAddress,
+    peer: SocketAddr,
+    datagram: &[u8],
+    end: Instant,
+) -> Result<Vec<u8>, ServerError> {
+    let send_error = |source| ServerError::Send {
+        server: server.clone(),
+        source,
+    };
+    let receive_error = |source| ServerError::Receive {
+        server: server.clone(),
+        source,
+    };
+    let local: SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local).await.map_err(send_error)?;
+    socket.connect(peer).await.map_err(send_error)?;
+    let start = Instant::now();
+    let timeout = end.saturating_duration_since(start);
+    socket.send(datagram).await.map_err(send_error)?;
+    let mut buffer = vec![0; MAX_PACKET_SIZE];
+    if timeout.is_zero() {
+        // Python's `settimeout(0)` makes the socket non-blocking: a read
+        // that finds nothing fails at once.
+        let length = socket.try_recv(&mut buffer).map_err(receive_error)?;
+        buffer.truncate(length);
+        return Ok(buffer);
+    }
+    let resend_at = start + timeout / 2;
+    let mut resent = false;
+    loop {
+        let wait_until = if resent { end } else { resend_at };
+        match tokio::time::timeout_at(wait_until, socket.recv(&mut buffer)).await {
+            Ok(Ok(length)) => {
+                buffer.truncate(length);
+                return Ok(buffer);
+            }
+            Ok(Err(error)) => return Err(receive_error(error)),
+            Err(_elapsed) if !resent => {
+                tracing::debug!(%server, "no answer yet, sending again");
+                socket.send(datagram).await.map_err(send_error)?;
+                resent = true;
+            }
+            Err(_elapsed) => {
+                return Err(ServerError::Timeout {
+                    server: server.clone(),
+                    timeout_secs: timeout.as_secs_f64(),
+                });
+            }
+        }
+    }
+}
+
+fn unix_time() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fake_server(reply: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + 'static) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let address = socket.local_addr().expect("address");
+        tokio::spawn(async move {
+            let mut buffer = vec![0; MAX_PACKET_SIZE];
+            while let Ok((length, peer)) = socket.recv_from(&mut buffer).await {
+                if let Some(answer) = reply(&buffer[..length]) {
+                    let _ = socket.send_to(&answer, peer).await;
+                }
+            }
+        });
+        address
+    }
+
+    fn thread_of(request: &[u8]) -> String {
+        Response::parse(request)
+            .get("Thread")
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn client_for(addresses: &[SocketAddr], timeout: Duration) -> Client {
+        let servers = addresses
+            .iter()
+            .map(|a| ServerAddress::new(a.ip().to_string(), a.port()))
+            .collect();
+        Client::new(servers, Accounts::new(), timeout)
+    }
+
+    #[tokio::test]
+    async fn answers_come_back_in_server_order() {
+        let good = fake_server(|request| {
+            let text = format!(
+                "Code: 200\nDiag: OK\nPV: 2.1\nThread: {}\nCount: 2\nWL-Count: 0\n\n",
+                thread_of(request)
+            );
+            Some(text.into_bytes())
+        })
+        .await;
+        let silent = fake_server(|_| None).await;
+        let client = client_for(&[silent, good], Duration::from_millis(300));
+        let answers = client
+            .check(
+                "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await;
+        assert_eq!(answers.len(), 2);
+        assert!(matches!(
+            answers[0].result,
+            Err(ServerError::Timeout { .. })
+        ));
+        let response = answers[1].result.as_ref().expect("good server answers");
+        assert_eq!(response.counts(), Ok((2, 0)));
+    }
+
+    #[tokio::test]
+    async fn one_lost_request_is_sent_again() {
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let server = fake_server(move |request| {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return None;
+            }
+            let text = format!(
+                "Code: 200\nDiag: OK\nPV: 2.1\nThread: {}\n\n",
+                thread_of(request)
+            );
+            Some(text.into_bytes())
+        })
+        .await;
+        let client = client_for(&[server], Duration::from_millis(400));
+        let answers = client.ask_all(Op::Ping, &[], None).await;
+        assert!(answers[0].result.is_ok(), "{:?}", answers[0].result);
+    }
+
+    #[tokio::test]
+    async fn wrong_thread_is_an_error_naming_the_server() {
+        let server =
+            fake_server(|_| Some(b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 1023\n".to_vec())).await;
+        let client = client_for(&[server], Duration::from_secs(2));
+        // Thread 1023 is an error Thread: accepted as Python accepts it.
+        assert!(client.ask_all(Op::Ping, &[], None).await[0].result.is_ok());
+
+        let server = fake_server(|request| {
+            let thread: u32 = thread_of(request).parse().unwrap_or(2000);
+            let other = if thread == 65535 { 1024 } else { thread + 1 };
+            Some(format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {other}\n").into_bytes())
+        })
+        .await;
+        let client = client_for(&[server], Duration::from_secs(2));
+        let error = client
+            .ask_all(Op::Ping, &[], None)
+            .await
+            .remove(0)
+            .result
+            .expect_err("mismatch");
+        assert!(
+            error.to_string().contains(&server.port().to_string()),
+            "{error}"
+        );
+        assert!(matches!(
+            error,
+            ServerError::Response {
+                source: ResponseError::UnexpectedThread { .. },
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn refused_is_pythons_socket_error() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let address = socket.local_addr().expect("address");
+        drop(socket);
+        let client = client_for(&[address], Duration::from_secs(2));
+        let error = client
+            .ask_all(Op::Ping, &[], None)
+            .await
+            .remove(0)
+            .result
+            .expect_err("closed port");
+        assert_eq!(
+            error.pyzor_status(),
+            Some((
+                400,
+                "Socket error while reading response: [Errno 111] Connection refused".to_owned()
+            ))
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! The client's legacy homedir files, read as Python pyzor 1.1.2 reads them:
+//! `servers` (one `host:port` a line) and `accounts`
+//! (`host : port : username : salt,key`).
+//!
+//! Pure: text in, values and the list of skipped lines out; the caller
+//! logs the skipped lines and names the file.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::protocol::Account;
+use crate::protocol::python_int;
+
+/// The server Python pyzor asks when the servers file names none.
+pub const DEFAULT_SERVER: (&str, u16) = ("public.pyzor.org", 24441);
+
+/// A Pyzor server as the servers file names it. The host is kept as
+/// written: pyzor prints it so, and matches accounts by it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddress {
+    pub fn new(host: impl Into<String>, port: u16) -> ServerAddress {
+        ServerAddress {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// `public.pyzor.org:24441`.
+    pub fn default_server() -> ServerAddress {
+        ServerAddress::new(DEFAULT_SERVER.0, DEFAULT_SERVER.1)
+    }
+}
+
+impl fmt::Display for ServerAddress {
+    /// `host:port` as Python prints it; IPv6 hosts in brackets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A line of a legacy file that was skipped, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// 1-based line number.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// A servers file line that Python pyzor cannot read either: it crashes on
+/// it, so we refuse it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServersError {
+    #[error("line {line}: invalid port in \"{text}\"")]
+    BadPort { line: usize, text: String },
+}
+
+/// The servers of a servers file, in file order (duplicates kept, as
+/// Python keeps them), and the non-comment lines that were skipped.
+///
+/// A line counts as Python's `re.match("[^#][a-zA-Z0-9.-]+:[0-9]+", line)`
+/// counts it, split at its last colon. In addition, `[ipv6]:port` lines
+/// are read (Python skips them).
+pub fn parse_servers(text: &str) -> Result<(Vec<ServerAddress>, Vec<SkippedLine>), ServersError> {
+    let mut servers = Vec::new();
+    let mut skipped = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        let line = crate::protocol::signing::python_strip(line);
+        if python_server_pattern(line) {
+            let bad_port = || ServersError::BadPort {
+                line: line_number,
+                text: line.to_owned(),
+            };
+            let (host, port) = line.rsplit_once(':').ok_or_else(bad_port)?;
+            let port = python_int(port)
+                .and_then(|port| u16::try_from(port).ok())
+                .ok_or_else(bad_port)?;
+            servers.push(ServerAddress::new(host, port));
+        } else if let Some(server) = bracketed_server(line) {
+            servers.push(server);
+        } else if !line.is_empty() && !line.starts_with('#') {
+            skipped.push(SkippedLine {
+                line: line_number,
+                reason: format!("not a \"host:port\" line: \"{line}\""),
+            });
+        }
+    }
+    Ok((servers, skipped))
+}
+
+/// `re.match("[^#][a-zA-Z0-9.-]+:[0-9]+", line)`: a prefix match.
+fn python_server_pattern(line: &str) -> bool {
+    let mut chars = line.chars();
+    match chars.next() {
+        None | Some('#') => return false,
+        Some(_) => {}
+    }
+    let rest = chars.as_str();
+    let name_len = rest
+        .bytes()
+        .take_while(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        .count();
+    name_len > 0
+        && rest[name_len..]
+            .strip_prefix(':')
+            .is_some_and(|port| port.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// `[address]:port`, our extension for IPv6 literals.
+fn bracketed_server(line: &str) -> Option<ServerAddress> {
+    let (host, port) = line.strip_prefix('[')?.split_once("]:")?;
+    if host.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(ServerAddress::new(host, port.parse().ok()?))
+}
+
+/// Accounts by (host, port) as written in the accounts file.
+pub type Accounts = HashMap<(String, u16), Account>;
+
+/// The accounts of an accounts file (`host : port : username : salt,key`),
+/// lenient as Python's `load_accounts`: bad lines are skipped.
+pub fn parse_accounts(text: &str) -> (Accounts, Vec<SkippedLine>) {
+    let mut accounts = Accounts::new();
+    let mut skipped = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = crate::protocol::signing::python_strip(line);
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_account_line(line) {
+            Ok((address, account)) => {
+                accounts.insert(address, account);
+            }
+            Err(reason) => skipped.push(SkippedLine {
+                line: index + 1,
+                reason,
+            }),
+        }
+    }
+    (accounts, skipped)
+}
+
+fn parse_account_line(line: &str) -> Result<((String, u16), Account), String> {
+    let parts: Vec<&str> = line
+        .split(':')
+        .map(crate::protocol::signing::python_strip)
+        .collect();
+    let [host, port, username, keystuff] = parts[..] else {
+        return Err("wrong number of parts".to_owned());
+    };
+    let port = python_int(port)
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or_else(|| format!("invalid port \"{port}\""))?;
+    let Some((salt, key)) = keystuff
+        .split_once(',')
+        .filter(|(_, key)| !key.contains(','))
+    else {
+        return Err("the key is not \"salt,key\"".to_owned());
+    };
+    if salt.is_empty() && key.is_empty() {
+        return Err("empty salt and key".to_owned());
+    }
+    let account = Account {
+        username: username.to_owned(),
+        salt: salt.to_owned(),
+        key: key.to_owned(),
+    };
+    Ok(((host.to_owned(), port), account))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_as_python_reads_them() {
+        let text = "# comment\n127.0.0.1:24441\n  example.com:1 \nmy_host:2\n[::1]:24441\n\nfoo\n";
+        let (servers, skipped) = parse_servers(text).expect("valid");
+        assert_eq!(
+            servers,
+            vec![
+                ServerAddress::new("127.0.0.1", 24441),
+                ServerAddress::new("example.com", 1),
+                ServerAddress::new("::1", 24441),
+            ]
+        );
+        assert_eq!(
+            skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
+            vec![4, 7]
+        );
+        assert_eq!(ServerAddress::new("::1", 24441).to_string(), "[::1]:24441");
+    }
+
+    #[test]
+    fn servers_line_python_crashes_on_is_an_error() {
+        assert_eq!(
+            parse_servers("a\nhost:12x\n"),
+            Err(ServersError::BadPort {
+                line: 2,
+                text: "host:12x".to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn accounts_skip_bad_lines() {
+        let text = "h : 1 : bob : s,k\nh:2:x\nh:x:bob:s,k\nh:3:bob:nokey\nh:4:bob:,\n";
+        let (accounts, skipped) = parse_accounts(text);
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[&("h".to_owned(), 1)].key, "k");
+        assert_eq!(
+            skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5]
+        );
+    }
+}

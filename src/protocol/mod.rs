@@ -1,0 +1,487 @@
+//! The Pyzor 2.1 protocol: requests to datagrams and datagrams to
+//! responses, as Python pyzor 1.1.2 writes and reads them.
+//!
+//! A request is an RFC 822-style header block: `Op`, the `Op-Digest`s,
+//! `Op-Spec` (report and whitelist), `Thread`, `PV`, `User`, `Time`, `Sig`,
+//! in that order, each line ending in LF, then an empty line. Responses are
+//! read as Python's `email` parser reads them: LF, CR or CRLF line ends, any
+//! header order, first occurrence wins, names compared without case.
+//!
+//! This module does no I/O, no logging and reads no clock: the caller picks
+//! the Thread id and the timestamp.
+
+pub mod signing;
+
+use std::fmt;
+
+use crate::digest::DIGEST_SPEC;
+
+pub use self::signing::Account;
+
+/// The protocol version we speak (pyzor's `proto_version`).
+pub const PROTOCOL_VERSION: &str = "2.1";
+
+/// The largest datagram pyzor reads (`Client.max_packet_size`).
+pub const MAX_PACKET_SIZE: usize = 8192;
+
+/// The response code of success (`Response.ok_code`).
+pub const OK_CODE: i64 = 200;
+
+/// The operations of the Pyzor protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Ping,
+    Pong,
+    Check,
+    Info,
+    Report,
+    Whitelist,
+}
+
+impl Op {
+    /// The wire name (`Op:` value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Ping => "ping",
+            Op::Pong => "pong",
+            Op::Check => "check",
+            Op::Info => "info",
+            Op::Report => "report",
+            Op::Whitelist => "whitelist",
+        }
+    }
+
+    /// Whether Python's client sends `Op-Spec` with this operation
+    /// (`SimpleDigestSpecBasedRequest`).
+    fn has_spec(self) -> bool {
+        matches!(self, Op::Report | Op::Whitelist)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request Thread id. Ids below 1024 are reserved for errors, so clients
+/// pick theirs in 1024..=65535 (pyzor's `ThreadId.ok_range`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ThreadId(u16);
+
+impl ThreadId {
+    /// The first id a client may use.
+    pub const MIN_OK: u16 = 1024;
+
+    /// A client Thread id; `None` below 1024.
+    pub fn new(id: u16) -> Option<ThreadId> {
+        (id >= Self::MIN_OK).then_some(ThreadId(id))
+    }
+
+    /// The id chosen from 64 random bits, spread over 1024..=65535.
+    pub fn from_random(bits: u64) -> ThreadId {
+        let span = u64::from(u16::MAX - Self::MIN_OK) + 1;
+        let offset = u16::try_from(bits % span).expect("span fits in u16");
+        ThreadId(Self::MIN_OK + offset)
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl fmt::Display for ThreadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A client request: the operation, its digests and its Thread id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub op: Op,
+    /// Digests as text: the `digests` input style sends any line as is.
+    pub digests: Vec<String>,
+    pub thread: ThreadId,
+}
+
+impl Request {
+    pub fn new(op: Op, digests: Vec<String>, thread: ThreadId) -> Request {
+        Request {
+            op,
+            digests,
+            thread,
+        }
+    }
+
+    /// The datagram, signed for `account` at `timestamp` (Unix seconds),
+    /// byte for byte as Python's `Client.send` builds it.
+    pub fn encode(&self, account: &Account, timestamp: i64) -> Vec<u8> {
+        let mut text = self.unsigned_text(&account.username, timestamp);
+        let signature = signing::sign(&account.hashed_key(), timestamp, &text);
+        // `as_string()` ends with the empty line; Sig goes before it.
+        text.pop();
+        text.push_str(&format!("Sig: {signature}\n\n"));
+        text.into_bytes()
+    }
+
+    /// The request as `msg.as_string()` reads before `Sig` is added.
+    fn unsigned_text(&self, user: &str, timestamp: i64) -> String {
+        let mut text = format!("Op: {}\n", self.op);
+        for digest in &self.digests {
+            text.push_str(&format!("Op-Digest: {digest}\n"));
+        }
+        if self.op.has_spec() {
+            let spec: Vec<String> = DIGEST_SPEC
+                .iter()
+                .flat_map(|&(offset, count)| [offset.to_string(), count.to_string()])
+                .collect();
+            text.push_str(&format!("Op-Spec: {}\n", spec.join(",")));
+        }
+        text.push_str(&format!(
+            "Thread: {}\nPV: {PROTOCOL_VERSION}\nUser: {user}\nTime: {timestamp}\n\n",
+            self.thread
+        ));
+        text
+    }
+}
+
+/// Why a response cannot be used. [`ResponseError::pyzor_status`] says how
+/// Python pyzor reports the same datagram.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("response has no \"{0}\" field")]
+    MissingField(&'static str),
+    #[error("response is for Thread {received}, not {expected}")]
+    UnexpectedThread { received: i64, expected: ThreadId },
+    #[error("response field \"{field}\" is not a valid number: \"{value}\"")]
+    BadNumber { field: &'static str, value: String },
+}
+
+impl ResponseError {
+    /// Python's `(code, message)` for this error when pyzor reports it as a
+    /// `CommError` line; `None` where Python's client crashes instead.
+    pub fn pyzor_status(&self) -> Option<(i64, String)> {
+        match self {
+            ResponseError::MissingField("Code" | "Diag") => {
+                Some((400, "doesn't have fields for a Response".to_owned()))
+            }
+            ResponseError::MissingField("PV" | "Thread") => {
+                Some((400, "Doesn't have fields for a ThreadedMessage.".to_owned()))
+            }
+            ResponseError::UnexpectedThread { received, expected } => Some((
+                400,
+                format!("received unexpected thread id {received} (expected {expected})"),
+            )),
+            ResponseError::MissingField(_) | ResponseError::BadNumber { .. } => None,
+        }
+    }
+}
+
+/// A response datagram read as Python's `email.message_from_bytes` reads
+/// it: the header fields in order, values with their leading blanks and
+/// final line end removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Response {
+    pub fields: Vec<(String, String)>,
+}
+
+impl Response {
+    /// Reads the header block; never fails (missing fields are found by
+    /// [`Response::verify`]).
+    pub fn parse(datagram: &[u8]) -> Response {
+        let text = String::from_utf8_lossy(datagram);
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in split_keeping_ends(&text) {
+            if !is_header_line(line) {
+                break;
+            }
+            if line.starts_with([' ', '\t']) {
+                // A continuation line; one before any field is a defect
+                // that Python skips.
+                if let Some((_, value)) = fields.last_mut() {
+                    value.push_str(line);
+                }
+                continue;
+            }
+            if line.starts_with("From ") {
+                // Python takes a first "From " line as the Unix From line
+                // and skips later ones as defects: never a field.
+                continue;
+            }
+            match line.split_once(':') {
+                Some(("", _)) | None => continue,
+                Some((name, value)) => fields.push((
+                    name.to_owned(),
+                    value.trim_start_matches([' ', '\t']).to_owned(),
+                )),
+            }
+        }
+        for (_, value) in &mut fields {
+            let kept = value.trim_end_matches(['\r', '\n']).len();
+            value.truncate(kept);
+        }
+        Response { fields }
+    }
+
+    /// The first field of this name, compared without case (`msg[name]`).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Python's `ensure_complete` and Thread check in `read_response`: the
+    /// fields Code, Diag, PV and Thread are present and the Thread is ours
+    /// (a Thread below 1024 marks a server error and is accepted, as
+    /// Python accepts it with a warning).
+    pub fn verify(&self, expected: ThreadId) -> Result<(), ResponseError> {
+        for field in ["Code", "Diag", "PV", "Thread"] {
+            if self.get(field).is_none() {
+                return Err(ResponseError::MissingField(field));
+            }
+        }
+        let thread = self.int_field("Thread")?.unwrap_or_default();
+        if !(0..=i64::from(u16::MAX)).contains(&thread) {
+            return Err(ResponseError::BadNumber {
+                field: "Thread",
+                value: self.get("Thread").unwrap_or_default().to_owned(),
+            });
+        }
+        if thread != i64::from(expected.get()) && thread >= i64::from(ThreadId::MIN_OK) {
+            return Err(ResponseError::UnexpectedThread {
+                received: thread,
+                expected,
+            });
+        }
+        Ok(())
+    }
+
+    /// The `Code` field as a number.
+    pub fn code(&self) -> Result<i64, ResponseError> {
+        self.int_field("Code")?
+            .ok_or(ResponseError::MissingField("Code"))
+    }
+
+    /// The `Diag` field (empty if absent).
+    pub fn diag(&self) -> &str {
+        self.get("Diag").unwrap_or_default()
+    }
+
+    /// Whether the code is 200 (`Response.is_ok`).
+    pub fn is_ok(&self) -> Result<bool, ResponseError> {
+        Ok(self.code()? == OK_CODE)
+    }
+
+    /// A numeric field read as Python's `int()` reads it; `None` if absent.
+    pub fn int_field(&self, field: &'static str) -> Result<Option<i64>, ResponseError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        python_int(value)
+            .map(Some)
+            .ok_or_else(|| ResponseError::BadNumber {
+                field,
+                value: value.to_owned(),
+            })
+    }
+
+    /// A numeric field that must be present (`int(response[field])`).
+    pub fn required_int(&self, field: &'static str) -> Result<i64, ResponseError> {
+        self.int_field(field)?
+            .ok_or(ResponseError::MissingField(field))
+    }
+
+    /// The spam and whitelist counts of a check answer.
+    pub fn counts(&self) -> Result<(i64, i64), ResponseError> {
+        Ok((self.required_int("Count")?, self.required_int("WL-Count")?))
+    }
+}
+
+/// Lines with their ends, split at CRLF, CR or LF as the `email` parser
+/// splits them.
+fn split_keeping_ends(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        let end = match bytes[index] {
+            b'\r' if bytes.get(index + 1) == Some(&b'\n') => index + 2,
+            b'\r' | b'\n' => index + 1,
+            _ => {
+                index += 1;
+                continue;
+            }
+        };
+        lines.push(&text[start..end]);
+        start = end;
+        index = end;
+    }
+    if start < text.len() {
+        lines.push(&text[start..]);
+    }
+    lines
+}
+
+/// The `email` parser's `headerRE`: `From `, a field name of printable
+/// ASCII without `:` followed by `:`, or a continuation blank.
+fn is_header_line(line: &str) -> bool {
+    if line.starts_with("From ") || line.starts_with([' ', '\t']) {
+        return true;
+    }
+    let name_len = line
+        .bytes()
+        .take_while(|&b| (b'!'..=b'~').contains(&b) && b != b':')
+        .count();
+    line.as_bytes().get(name_len) == Some(&b':')
+}
+
+/// Python's `int(text)` for base 10: blanks around, an optional sign,
+/// ASCII digits with single underscores between them.
+pub fn python_int(text: &str) -> Option<i64> {
+    let text = signing::python_strip(text);
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+    {
+        return None;
+    }
+    let magnitude: i64 = digits.replace('_', "").parse().ok()?;
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(id: u16) -> ThreadId {
+        ThreadId::new(id).expect("test id is in range")
+    }
+
+    #[test]
+    fn report_request_is_python_bytes() {
+        // The datagram Python pyzor 1.1.2 sent for `pyzor report` of an
+        // empty message, account `bob` with key `DEF` (captured with a UDP
+        // listener; see signing.rs for the Python expression of the Sig).
+        let account = Account {
+            username: "bob".to_owned(),
+            salt: "abc".to_owned(),
+            key: "DEF".to_owned(),
+        };
+        let request = Request::new(
+            Op::Report,
+            vec!["da39a3ee5e6b4b0d3255bfef95601890afd80709".to_owned()],
+            thread(17694),
+        );
+        assert_eq!(
+            String::from_utf8(request.encode(&account, 1_795_314_327)).expect("ascii"),
+            "Op: report\nOp-Digest: da39a3ee5e6b4b0d3255bfef95601890afd80709\n\
+             Op-Spec: 20,3,60,3\nThread: 17694\nPV: 2.1\nUser: bob\nTime: 1795314327\n\
+             Sig: 0d38d8c28790326b40155ac69c77b475e65197aa\n\n"
+        );
+    }
+
+    #[test]
+    fn ping_has_no_digest_and_no_spec() {
+        let request = Request::new(Op::Ping, Vec::new(), thread(1024));
+        let text = String::from_utf8(request.encode(&Account::anonymous(), 5)).expect("ascii");
+        assert!(
+            text.starts_with("Op: ping\nThread: 1024\nPV: 2.1\nUser: anonymous\nTime: 5\nSig: ")
+        );
+    }
+
+    #[test]
+    fn response_parsing_is_lenient() {
+        let response = Response::parse(
+            b"thread: 1234\r\nCode:  200\r\nDiag: OK\r\nPV: 2.1\r\nCount: 3\r\nWL-Count: 0\r\n\r\n",
+        );
+        assert_eq!(response.verify(thread(1234)), Ok(()));
+        assert_eq!(response.code(), Ok(200));
+        assert_eq!(response.counts(), Ok((3, 0)));
+        assert_eq!(response.diag(), "OK");
+    }
+
+    #[test]
+    fn first_field_wins_and_headers_stop_at_non_header_line() {
+        let response = Response::parse(b"Code: 200\nCode: 500\nbad line\nDiag: OK\n");
+        assert_eq!(response.get("code"), Some("200"));
+        assert_eq!(response.get("Diag"), None);
+    }
+
+    #[test]
+    fn missing_fields_are_python_comm_errors() {
+        let response = Response::parse(b"Code: 200\nPV: 2.1\nThread: 1234\n");
+        let error = response.verify(thread(1234)).expect_err("no Diag");
+        assert_eq!(error, ResponseError::MissingField("Diag"));
+        assert_eq!(
+            error.pyzor_status(),
+            Some((400, "doesn't have fields for a Response".to_owned()))
+        );
+        let response = Response::parse(b"Code: 200\nDiag: OK\nThread: 1234\n");
+        assert_eq!(
+            response.verify(thread(1234)).map_err(|e| e.pyzor_status()),
+            Err(Some((
+                400,
+                "Doesn't have fields for a ThreadedMessage.".to_owned()
+            )))
+        );
+    }
+
+    #[test]
+    fn thread_mismatch() {
+        let response = Response::parse(b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 5000\n");
+        assert_eq!(
+            response.verify(thread(1234)),
+            Err(ResponseError::UnexpectedThread {
+                received: 5000,
+                expected: thread(1234)
+            })
+        );
+        // Error Threads (below 1024) are accepted, as Python accepts them.
+        let response = Response::parse(b"Code: 400\nDiag: bad\nPV: 2.1\nThread: 0\n");
+        assert_eq!(response.verify(thread(1234)), Ok(()));
+        // Python raises ValueError (and crashes) for these.
+        let response = Response::parse(b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 70000\n");
+        assert_eq!(
+            response.verify(thread(1234)).map_err(|e| e.pyzor_status()),
+            Err(None)
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for datagram in [&b""[..], b"\xff\xfe", b":::", b"Code", b"\r\r\n\n", b" x\n"] {
+            let response = Response::parse(datagram);
+            assert!(response.verify(thread(1234)).is_err());
+        }
+    }
+
+    #[test]
+    fn python_int_accepts_what_int_accepts() {
+        assert_eq!(python_int(" 12 "), Some(12));
+        assert_eq!(python_int("-1"), Some(-1));
+        assert_eq!(python_int("1_000"), Some(1000));
+        assert_eq!(python_int("1__0"), None);
+        assert_eq!(python_int("0x10"), None);
+        assert_eq!(python_int(""), None);
+    }
+
+    #[test]
+    fn thread_ids_stay_in_range() {
+        assert_eq!(ThreadId::from_random(0).get(), 1024);
+        assert_eq!(
+            ThreadId::from_random(u64::from(u16::MAX - 1024)).get(),
+            u16::MAX
+        );
+        assert_eq!(ThreadId::new(1023), None);
+    }
+}
