@@ -131,6 +131,84 @@ mod tests {
         }
     }
 
+    fn raw(text: &str) -> Payload {
+        Payload::Raw(text.to_owned())
+    }
+
+    // Each expectation is what CPython 3.11.7 gives for
+    // [(p.get_payload(decode=True), p.get_content_charset(), ...) for p in
+    //  email.message_from_bytes(MESSAGE).walk()] the way pyzor walks it.
+    #[test]
+    fn walks_as_python() {
+        let cases: Vec<(&[u8], Vec<Payload>)> = vec![
+            (
+                // The line break before a boundary belongs to the boundary.
+                b"Content-Type: multipart/mixed; boundary=b\n\npre\n--b\n\none\r\n--b\n\
+                  Content-Type: text/html; charset=UTF-8\n\
+                  Content-Transfer-Encoding: quoted-printable\n\n<p>=E9</p>=\n\n--b--\nepi\n",
+                vec![
+                    text(b"one", None, false),
+                    text(b"<p>\xe9</p>", Some("utf-8"), true),
+                ],
+            ),
+            (
+                // A `From ` line ending the headers starts the body.
+                b"Subject: x\nFrom inner\n\nbody\n",
+                vec![text(b"From inner\nbody\n", None, false)],
+            ),
+            (
+                b"Content-Type: multipart/mixed\n\nno boundary\n",
+                vec![raw("no boundary\n")],
+            ),
+            (
+                b"Content-Type: multipart/mixed; boundary=b\n\n--b--\n",
+                vec![raw("")],
+            ),
+            (
+                b"Content-Type: message/delivery-status\n\nA: b\n\nC: d\nbody\n",
+                vec![text(b"", None, false), text(b"body\n", None, false)],
+            ),
+            (
+                // 8-bit bytes in a non-text part: decoded with errors='replace'.
+                b"Content-Type: application/octet-stream; charset=ascii\n\
+                  Content-Transfer-Encoding: base64\n\n\xe9QUJD\n",
+                vec![raw("\u{fffd}QUJD\n")],
+            ),
+            (
+                // In multipart/digest the default type is message/rfc822.
+                b"Content-Type: multipart/digest; boundary=d\n\n--d\n\n\
+                  Content-Type: text/plain\n\ninner\n--d--\n",
+                vec![text(b"inner", None, false)],
+            ),
+            (
+                // The encoding is compared unstripped.
+                b"Content-Transfer-Encoding: base64 \n\nQUJD\n",
+                vec![text(b"QUJD\n", None, false)],
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(payloads(message), expected, "{}", message.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn deep_nesting_stays_bounded() {
+        // Python raises RecursionError here; we stop nesting at MAX_DEPTH
+        // and must neither overflow the stack nor panic.
+        let mut message = b"Content-Type: message/rfc822\n\n".repeat(5000);
+        message.extend_from_slice(b"x\n");
+        let walked = payloads(&message);
+        assert_eq!(walked.len(), 1);
+        let mut message = Vec::new();
+        for depth in 0..5000 {
+            message.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{depth}\n\n--b{depth}\n")
+                    .as_bytes(),
+            );
+        }
+        assert_eq!(payloads(&message).len(), 1);
+    }
+
     #[test]
     fn empty_message() {
         // [p.get_payload(decode=True) for p in message_from_bytes(b'').walk()] == [b'']

@@ -173,10 +173,13 @@ impl FeedParser<'_> {
             }
         };
         let text = &self.data[line.clone()];
-        let at_eof = self.eof_stack.iter().any(|matcher| match matcher {
-            EofMatcher::Boundary(boundary) => match_boundary(text, boundary).is_some(),
-            EofMatcher::BlankLine => matches!(text.first(), Some(b'\r' | b'\n')),
-        });
+        // Only lines starting with `-` or a line break can match.
+        let candidate = matches!(text.first(), Some(b'-' | b'\r' | b'\n'));
+        let at_eof = candidate
+            && self.eof_stack.iter().any(|matcher| match matcher {
+                EofMatcher::Boundary(boundary) => match_boundary(text, boundary).is_some(),
+                EofMatcher::BlankLine => matches!(text.first(), Some(b'\r' | b'\n')),
+            });
         if at_eof {
             self.pushed_back.push(line);
             return None;
