@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use tokio::net::UdpSocket;
 
-use pyzor_milter::server::{self, Context, config};
+use pyzor_milter::server::{self, Context, config, metrics};
 use pyzor_milter::storage::{self, EngineName, Storage};
 
 /// Listen for and process incoming Pyzor connections.
@@ -91,6 +91,14 @@ pub struct PyzordArgs {
     /// daemonizes the server and redirects any output to the specified file
     #[arg(long = "detach")]
     pub detach: Option<PathBuf>,
+    /// serve metrics in the Prometheus text format on this address
+    /// (host:port; ours, not pyzord's)
+    #[arg(long = "metrics-address")]
+    pub metrics_address: Option<String>,
+    /// log the request counters every this many seconds, 0 for never
+    /// (ours, not pyzord's)
+    #[arg(long = "metrics-log-interval")]
+    pub metrics_log_interval: Option<u64>,
     /// print version and exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
@@ -124,6 +132,12 @@ impl PyzordArgs {
             .collect();
         if let Some(dir) = &self.forward_client_homedir {
             overrides.insert("forwardclienthomedir".into(), dir.clone());
+        }
+        if let Some(address) = &self.metrics_address {
+            overrides.insert("metricsaddress".into(), address.clone());
+        }
+        if let Some(secs) = self.metrics_log_interval {
+            overrides.insert("metricsloginterval".into(), secs.to_string());
         }
         overrides
     }
@@ -235,6 +249,16 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         spawn_cleanup(Arc::clone(&storage), age);
     }
     spawn_reload(Arc::clone(&context))?;
+    if let Some(address) = &config.metrics_address {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot serve metrics on \"{address}\""))?;
+        tokio::spawn(metrics::serve_http(listener, Arc::clone(&context.metrics)));
+    }
+    if config.metrics_log_interval_secs > 0 {
+        let period = std::time::Duration::from_secs(config.metrics_log_interval_secs);
+        tokio::spawn(metrics::log_every(Arc::clone(&context.metrics), period));
+    }
     server::run(socket, context, shutdown_signal()?).await?;
     tracing::info!("server shutdown");
     Ok(())

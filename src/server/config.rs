@@ -25,6 +25,8 @@ pub const GDBM_FILE_NAME: &str = "pyzord.db";
 const DEFAULT_PASSWD_FILE: &str = "pyzord.passwd";
 const DEFAULT_ACCESS_FILE: &str = "pyzord.access";
 const DEFAULT_PID_FILE: &str = "pyzord.pid";
+/// How often the request counters are logged (ours; 0 turns it off).
+pub const DEFAULT_METRICS_LOG_INTERVAL_SECS: u64 = 300;
 
 /// Settings Python pyzord has that a tokio server does not need; accepted,
 /// and logged as not needed.
@@ -55,6 +57,10 @@ pub struct ServerConfig {
     pub usage_log_file: Option<PathBuf>,
     pub pid_file: PathBuf,
     pub forward_client_homedir: Option<PathBuf>,
+    /// Ours: where to serve the metrics over HTTP (`MetricsAddress`).
+    pub metrics_address: Option<String>,
+    /// Ours: how often to log the counters (`MetricsLogInterval`).
+    pub metrics_log_interval_secs: u64,
 }
 
 /// What can be wrong with the configuration.
@@ -186,6 +192,14 @@ pub fn load(
             why: "not a number of seconds",
         })?,
     };
+    let metrics_log_interval_secs = match get("metricsloginterval") {
+        None => DEFAULT_METRICS_LOG_INTERVAL_SECS,
+        Some(secs) => secs.trim().parse().map_err(|_| ConfigError::Invalid {
+            key: "MetricsLogInterval",
+            value: secs,
+            why: "not a number of seconds",
+        })?,
+    };
     let named_engine = get("engine");
     let engine = match named_engine.as_deref() {
         None => EngineName::Sqlite,
@@ -228,6 +242,8 @@ pub fn load(
         usage_log_file: get("usagelogfile").map(home_file),
         pid_file: home_file(get("pidfile").unwrap_or_else(|| DEFAULT_PID_FILE.into())),
         forward_client_homedir: get("forwardclienthomedir").map(|dir| expand_user(&dir)),
+        metrics_address: get("metricsaddress"),
+        metrics_log_interval_secs,
     })
 }
 

@@ -178,6 +178,7 @@ async fn run(
     response: &mut Response,
 ) -> Result<(), RequestError> {
     let unavailable = |error: crate::storage::StorageError| {
+        context.metrics.backend_error();
         tracing::error!(error = %error, "database operation failed");
         RequestError::Internal("Database temporarily unavailable.".into())
     };
@@ -440,7 +441,11 @@ mod tests {
             check_version(Some(b"nan")),
             Err(RequestError::Protocol("Invalid Protocol Version"))
         );
-        assert_eq!(check_version(Some(b"2_0")), Ok(()));
+        assert_eq!(check_version(Some(b"2.1_0")), Ok(()));
+        assert_eq!(
+            check_version(Some(b"2_0")),
+            Err(RequestError::UnsupportedVersion)
+        );
     }
 
     #[test]

@@ -10,10 +10,12 @@ pub mod access;
 pub mod config;
 pub mod handler;
 pub mod message;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -21,6 +23,7 @@ use tokio::sync::Semaphore;
 use crate::storage::{Kind, Storage};
 use access::Access;
 use message::{MAX_DATAGRAM, Message};
+use metrics::Metrics;
 
 /// How many requests may be in the works at once; more wait in the socket.
 const MAX_IN_FLIGHT: u32 = 1024;
@@ -37,6 +40,7 @@ pub struct Context {
     access: RwLock<Arc<Access>>,
     access_files: Option<(PathBuf, PathBuf)>,
     pub forward: Option<Arc<dyn Forward>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -47,6 +51,7 @@ impl Context {
             access: RwLock::new(Arc::new(access)),
             access_files: None,
             forward: None,
+            metrics: Arc::default(),
         }
     }
 
@@ -131,20 +136,31 @@ async fn receive_loop(
                 continue;
             }
         };
+        let received = Instant::now();
         let request = Message::parse(&buffer[..length]);
         let socket = Arc::clone(&socket);
         let context = Arc::clone(&context);
         tokio::spawn(async move {
-            respond(&socket, &request, peer, &context).await;
+            respond(&socket, &request, peer, &context, received).await;
             drop(permit);
         });
     }
 }
 
-async fn respond(socket: &UdpSocket, request: &Message, peer: SocketAddr, context: &Context) {
+async fn respond(
+    socket: &UdpSocket,
+    request: &Message,
+    peer: SocketAddr,
+    context: &Context,
+    received: Instant,
+) {
     let Some(response) = handler::handle(request, peer.ip(), context).await else {
         return;
     };
+    let operation = request.get("Op").unwrap_or_default();
+    context
+        .metrics
+        .record(operation, response.code, received.elapsed());
     if let Err(error) = socket.send_to(&response.to_bytes(), peer).await {
         tracing::debug!(%peer, %error, "cannot send the response");
     }

@@ -1,0 +1,98 @@
+//! A UDP load generator for pyzord benchmarks (`scripts/bench-server`).
+//!
+//! `udp_load load ADDR OP IN_FLIGHT SECONDS` keeps IN_FLIGHT requests
+//! outstanding against ADDR, matching answers by Thread, and prints one
+//! line: `OP requests/s p99_ms lost`. `udp_load echo PORT` is a bare UDP
+//! echo server, the ceiling the numbers are compared with.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+fn request(op: &str, sequence: u64) -> Vec<u8> {
+    // Checks ask for 10,000 digests over and over; reports write new ones.
+    let digest = match op {
+        "check" => format!("{:040x}", sequence % 10_000),
+        _ => format!("{:040x}", sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+    };
+    let op = if op == "echo" { "check" } else { op };
+    format!("Op: {op}\nOp-Digest: {digest}\nThread: {sequence}\nPV: 2.1\n\n").into_bytes()
+}
+
+fn thread_of(answer: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(answer).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("Thread: "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn load(address: &str, op: &str, in_flight: usize, seconds: f64) -> std::io::Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(address)?;
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut outstanding: HashMap<u64, Instant> = HashMap::new();
+    let mut sequence = 1u64;
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut lost = 0u64;
+    let mut buffer = [0u8; 8192];
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(seconds);
+    while start.elapsed() < limit {
+        while outstanding.len() < in_flight {
+            socket.send(&request(op, sequence))?;
+            outstanding.insert(sequence, Instant::now());
+            sequence += 1;
+        }
+        match socket.recv(&mut buffer) {
+            Ok(length) => {
+                if let Some(sent) =
+                    thread_of(&buffer[..length]).and_then(|t| outstanding.remove(&t))
+                {
+                    latencies.push(sent.elapsed());
+                }
+            }
+            Err(_) => {
+                // Nothing for 500 ms: count what is outstanding as lost.
+                lost += outstanding.len() as u64;
+                outstanding.clear();
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort();
+    let p99 = latencies
+        .get(latencies.len().saturating_mul(99) / 100)
+        .copied()
+        .unwrap_or_default();
+    println!(
+        "{op} {:.0} {:.3} {lost}",
+        latencies.len() as f64 / elapsed,
+        p99.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
+fn echo(port: &str) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(format!("127.0.0.1:{port}"))?;
+    let mut buffer = [0u8; 8192];
+    loop {
+        let (length, peer) = socket.recv_from(&mut buffer)?;
+        socket.send_to(&buffer[..length], peer)?;
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("load") if args.len() == 6 => {
+            let in_flight = args[4].parse().unwrap_or(16);
+            let seconds = args[5].parse().unwrap_or(5.0);
+            load(&args[2], &args[3], in_flight, seconds)
+        }
+        Some("echo") if args.len() == 3 => echo(&args[2]),
+        _ => {
+            eprintln!("usage: udp_load load ADDR OP IN_FLIGHT SECONDS | udp_load echo PORT");
+            std::process::exit(2);
+        }
+    }
+}

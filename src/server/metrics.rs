@@ -1,0 +1,173 @@
+//! pyzord's counters: requests by operation and response code, latency,
+//! and backend errors. Lock-free atomics updated by every request, written
+//! in the Prometheus text format on an optional HTTP listener and logged at
+//! an interval.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The operation labels; anything else is `other`.
+pub const OPERATIONS: [&str; 7] = [
+    "ping",
+    "pong",
+    "info",
+    "check",
+    "report",
+    "whitelist",
+    "other",
+];
+
+/// The response codes pyzord sends.
+pub const CODES: [u16; 7] = [200, 400, 401, 403, 500, 501, 505];
+
+/// Upper bounds of the latency histogram, in seconds.
+pub const LATENCY_BOUNDS_SECS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// Every counter of one server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; CODES.len()]; OPERATIONS.len()],
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS_SECS.len() + 1],
+    latency_sum_micros: AtomicU64,
+    backend_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn record(&self, operation: &[u8], code: u16, elapsed: Duration) {
+        let op = OPERATIONS
+            .iter()
+            .position(|name| name.as_bytes() == operation)
+            .unwrap_or(OPERATIONS.len() - 1);
+        if let Some(code) = CODES.iter().position(|known| *known == code) {
+            self.requests[op][code].fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BOUNDS_SECS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_SECS.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts one failed database operation.
+    pub fn backend_error(&self) {
+        self.backend_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// All requests answered so far.
+    pub fn total(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP pyzord_requests_total Requests answered, by operation and code.\n");
+        out.push_str("# TYPE pyzord_requests_total counter\n");
+        for (op, codes) in OPERATIONS.iter().zip(&self.requests) {
+            for (code, count) in CODES.iter().zip(codes) {
+                let count = count.load(Ordering::Relaxed);
+                if count > 0 {
+                    let _ = writeln!(
+                        out,
+                        "pyzord_requests_total{{op=\"{op}\",code=\"{code}\"}} {count}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP pyzord_request_duration_seconds Time from datagram to answer.\n");
+        out.push_str("# TYPE pyzord_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (index, bucket) in self.latency_buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let bound = LATENCY_BOUNDS_SECS
+                .get(index)
+                .map_or("+Inf".to_owned(), |bound| bound.to_string());
+            let _ = writeln!(
+                out,
+                "pyzord_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "pyzord_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "pyzord_request_duration_seconds_count {cumulative}");
+        out.push_str("# HELP pyzord_backend_errors_total Failed database operations.\n");
+        out.push_str("# TYPE pyzord_backend_errors_total counter\n");
+        let errors = self.backend_errors.load(Ordering::Relaxed);
+        let _ = writeln!(out, "pyzord_backend_errors_total {errors}");
+        out
+    }
+}
+
+/// Answers every HTTP request on `listener` with the metrics.
+pub async fn serve_http(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = std::sync::Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+            let body = metrics.prometheus();
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+/// Logs the request total and rate every `period`.
+pub async fn log_every(metrics: std::sync::Arc<Metrics>, period: Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.tick().await;
+    let mut last = metrics.total();
+    loop {
+        interval.tick().await;
+        let total = metrics.total();
+        let rate = (total - last) as f64 / period.as_secs_f64();
+        let errors = metrics.backend_errors.load(Ordering::Relaxed);
+        tracing::info!(
+            total,
+            rate = format!("{rate:.1}/s"),
+            backend_errors = errors,
+            "requests"
+        );
+        last = total;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_op_and_code() {
+        let metrics = Metrics::default();
+        metrics.record(b"check", 200, Duration::from_micros(50));
+        metrics.record(b"bogus", 403, Duration::from_millis(2));
+        metrics.backend_error();
+        let text = metrics.prometheus();
+        assert!(text.contains("pyzord_requests_total{op=\"check\",code=\"200\"} 1\n"));
+        assert!(text.contains("pyzord_requests_total{op=\"other\",code=\"403\"} 1\n"));
+        assert!(text.contains("pyzord_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("pyzord_request_duration_seconds_count 2\n"));
+        assert!(text.contains("pyzord_backend_errors_total 1\n"));
+    }
+}
