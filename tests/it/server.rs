@@ -427,3 +427,80 @@ fn bad_datagrams_never_stop_the_server_nor_write() {
         .expect("count");
     assert_eq!(count, 0);
 }
+
+#[test]
+fn every_acknowledged_report_survives_sigkill() {
+    use std::collections::HashSet;
+    let home = temp_dir();
+    let port = crate::server_util::free_port(true);
+    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
+        .args(["pyzord", "--homedir"])
+        .arg(home.path())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start our pyzord");
+    let mut child = crate::server_util::ChildGuard(child);
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    crate::server_util::wait_for("our pyzord", Duration::from_secs(20), || {
+        ask(
+            address,
+            b"Op: ping\nThread: 1\nPV: 2.1\n\n",
+            Duration::from_millis(200),
+        )
+        .is_some()
+    });
+    let senders: Vec<_> = (0..8u64)
+        .map(|sender| {
+            std::thread::spawn(move || {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(300)))
+                    .expect("timeout");
+                let mut acknowledged = Vec::new();
+                let mut buffer = [0u8; 1024];
+                for index in 0..100_000u64 {
+                    let digest = format!("{:020x}{index:020x}", sender + 1);
+                    let request =
+                        format!("Op: report\nOp-Digest: {digest}\nThread: {index}\nPV: 2.1\n\n");
+                    if socket.send_to(request.as_bytes(), address).is_err() {
+                        break;
+                    }
+                    match socket.recv(&mut buffer) {
+                        Ok(length) if buffer[..length].starts_with(b"Code: 200\n") => {
+                            acknowledged.push(digest)
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.0.kill().expect("SIGKILL");
+    let _ = child.0.wait();
+    let acknowledged: HashSet<String> = senders
+        .into_iter()
+        .flat_map(|sender| sender.join().expect("sender"))
+        .collect();
+    assert!(
+        acknowledged.len() > 100,
+        "only {} reports got through",
+        acknowledged.len()
+    );
+    let connection =
+        rusqlite::Connection::open(home.path().join("pyzord.sqlite")).expect("open after kill");
+    let mut statement = connection
+        .prepare("SELECT digest FROM digests WHERE r_count >= 1")
+        .expect("query");
+    let stored: HashSet<String> = statement
+        .query_map([], |row| row.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("all rows");
+    let missing = acknowledged.difference(&stored).count();
+    assert_eq!(missing, 0, "{missing} acknowledged reports were lost");
+}
