@@ -1,3 +1,10 @@
 //! The integration suite: one binary, modules per area, helpers in `util`.
+//!
+//! Expectations come from Python pyzor 1.1.2 run in the same test run
+//! (`scripts/test` installs it and exports where it is).
+
+mod cli_digest;
+mod digest;
 mod server;
 mod server_util;
+mod util;
