@@ -10,13 +10,15 @@ repository root:
     # decoded as pyzor decodes them:
     $PY tests/ref/html_strip.py corpus .cache/corpus/package/data/*/
     # random markup, entities and whitespace, plus every prefix of some:
-    $PY tests/ref/html_strip.py adversarial --count 4000 --seed 1
+    $PY tests/ref/html_strip.py adversarial --count 4000 --seed 7
     # random sequences of markup characters and keywords:
     $PY tests/ref/html_strip.py fuzz --count 100000 --seed 2
+    # random tags and declarations with odd insides:
+    $PY tests/ref/html_strip.py tags --count 100000 --seed 2
     # the committed data files:
     $PY tests/ref/html_strip.py adversarial --tsv > tests/data/html/adversarial.tsv
     $PY tests/ref/html_strip.py cases --tsv > tests/data/html/cases.tsv
-    $PY tests/ref/html_strip.py fuzz --tsv > tests/data/html/fuzz.tsv
+    $PY tests/ref/html_strip.py tags --count 5000 --tsv > tests/data/html/tags.tsv
 
 Output is one JSON object per line, {"name", "input", "output"}, with
 "output" null where pyzor itself fails (HTMLParser.feed raises, and pyzor's
@@ -119,6 +121,37 @@ def fuzz_inputs(count, seed):
         yield "fuzz-%d" % index, "".join(rng.choice(FUZZ) for _ in range(length))
 
 
+TAG_INSIDES = [
+    " ", "\t", "\n", "/", "/", "=", "=", "'", '"', ">", "a", "b", "\x00", "\x0b", "\u3000",
+    "\x1c", "&", "#", "1", "x", "<", "script", "style", "\u017f", "\u0130",
+]
+DECLARATION_INSIDES = [
+    "-", "-", " ", ">", "[", "]", "CDATA", "if", "endif", "doctype", "DOCTYPE", "x", "<",
+    "\n", "'", "?", "!", "temp",
+]
+
+
+def random_markup(rng):
+    """A start tag, end tag or declaration with random insides, or text."""
+    draw = rng.random()
+    if draw < 0.5:
+        insides = "".join(rng.choice(TAG_INSIDES) for _ in range(rng.randint(0, 14)))
+        return "<" + rng.choice("aAsSbz") + insides + rng.choice([">", "", "x>", " y"])
+    if draw < 0.7:
+        insides = "".join(rng.choice(TAG_INSIDES) for _ in range(rng.randint(0, 10)))
+        return "</" + insides + rng.choice([">", "", "x>"])
+    if draw < 0.85:
+        return "<!" + "".join(rng.choice(DECLARATION_INSIDES) for _ in range(rng.randint(0, 10)))
+    return rng.choice(TEXT + ENTITIES + ["<script>", "<style>", "</script>", "</style>", "<?x>"])
+
+
+def tag_inputs(count, seed):
+    rng = random.Random(seed)
+    for index in range(count):
+        pieces = rng.randint(1, 6)
+        yield "tags-%d" % index, "".join(random_markup(rng) for _ in range(pieces))
+
+
 CASES = [
     "", "plain text", "  a  b  ", "<p>one</p><p>two</p>", "a<b>c</b>d", "x &amp; y",
     "tail &amp", "tail &amp;", "tail & x", "tail &x", "a&" + "b" * 40,
@@ -146,9 +179,9 @@ def case_inputs():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", choices=["corpus", "adversarial", "fuzz", "cases"])
+    parser.add_argument("source", choices=["corpus", "adversarial", "fuzz", "tags", "cases"])
     parser.add_argument("directories", nargs="*")
-    parser.add_argument("--count", type=int, default=4000)
+    parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tsv", action="store_true")
     args = parser.parse_args()
@@ -156,6 +189,8 @@ def main():
         inputs = corpus_inputs(args.directories)
     elif args.source == "adversarial":
         inputs = adversarial_inputs(args.count, args.seed)
+    elif args.source == "tags":
+        inputs = tag_inputs(args.count, args.seed)
     elif args.source == "fuzz":
         inputs = fuzz_inputs(args.count, args.seed)
     else:

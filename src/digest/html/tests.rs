@@ -125,6 +125,7 @@ fn assert_agrees(data: &str) {
 fn agrees_with_reference_on_data_files() {
     assert_agrees(include_str!("../../../tests/data/html/cases.tsv"));
     assert_agrees(include_str!("../../../tests/data/html/adversarial.tsv"));
+    assert_agrees(include_str!("../../../tests/data/html/tags.tsv"));
 }
 
 /// Any reference file made by tests/ref/html_strip.py --tsv, named by
