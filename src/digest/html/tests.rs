@@ -2,9 +2,6 @@
 //! `DataDigester.normalize_html_part(<input>)` in pyzor 1.1.2 on CPython
 //! 3.11.7, written as the Python input in the comment above it.
 
-use std::path::Path;
-use std::process::Command;
-
 use super::*;
 
 #[track_caller]
@@ -126,45 +123,4 @@ fn agrees_with_reference_on_data_files() {
     assert_agrees(include_str!("../../../tests/data/html/cases.tsv"));
     assert_agrees(include_str!("../../../tests/data/html/adversarial.tsv"));
     assert_agrees(include_str!("../../../tests/data/html/tags.tsv"));
-}
-
-/// Any reference file made by tests/ref/html_strip.py --tsv, named by
-/// `HTML_STRIP_TSV`, for larger differential runs.
-#[test]
-#[ignore = "needs HTML_STRIP_TSV naming a file from tests/ref/html_strip.py --tsv"]
-fn agrees_with_reference_file() {
-    let path = std::env::var("HTML_STRIP_TSV").expect("HTML_STRIP_TSV names a file");
-    let data = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    assert_agrees(&data);
-}
-
-/// The HTML parts of the SpamAssassin corpus, against the reference run
-/// now (too large to store): needs .cache/ref-client (pyzor 1.1.2) and
-/// .cache/corpus.
-#[test]
-#[ignore = "needs the reference Python and the corpus under .cache"]
-fn agrees_with_reference_on_corpus() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".cache/ref-client/bin/python");
-    let data = root.join(".cache/corpus/package/data");
-    let dirs: Vec<_> = std::fs::read_dir(&data)
-        .unwrap_or_else(|e| panic!("no corpus at {}: {e}", data.display()))
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.is_dir())
-        .collect();
-    let output = Command::new(&python)
-        .arg(root.join("tests/ref/html_strip.py"))
-        .arg("corpus")
-        .args(&dirs)
-        .arg("--tsv")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tsv = String::from_utf8(output.stdout).expect("utf-8");
-    assert!(tsv.lines().count() > 1000, "too few HTML parts");
-    assert_agrees(&tsv);
 }
