@@ -14,11 +14,14 @@
 //! - [`storage`]: pyzord's digest databases behind one trait (SQLite,
 //!   Redis, MySQL) and the reader of Python pyzord's gdbm file.
 //! - [`server`]: pyzord, the UDP server answering as Python pyzord does.
+//! - [`forwarder`]: pyzord's forwarding of reports and whitelists to
+//!   upstream servers, through `client`.
 //!
 //! The command line (`src/cli`, used by `main.rs` alone) sits on top.
 
 pub mod client;
 pub mod digest;
+pub mod forwarder;
 pub mod mbox;
 pub mod protocol;
 pub mod server;

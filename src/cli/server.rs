@@ -11,6 +11,9 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use tokio::net::UdpSocket;
 
+use pyzor_milter::client::servers::{parse_accounts, parse_servers};
+use pyzor_milter::client::{Accounts, Client, ServerAddress};
+use pyzor_milter::forwarder;
 use pyzor_milter::server::{self, Context, config, metrics};
 use pyzor_milter::storage::{self, EngineName, Storage};
 
@@ -227,14 +230,16 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
             )
         })?
         .into();
-    if config.forward_client_homedir.is_some() {
-        tracing::warn!("forwarding is not part of this build yet; digests are not forwarded");
-    }
-    let context = Arc::new(Context::from_files(
+    let mut context = Context::from_files(
         Arc::clone(&storage),
         config.passwd_file.clone(),
         config.access_file.clone(),
-    )?);
+    )?;
+    if let Some(dir) = &config.forward_client_homedir {
+        let client = forward_client(dir)?;
+        context.forward = Some(forwarder::start(client));
+    }
+    let context = Arc::new(context);
     let address = format!("{}:{}", config.listen_address, config.port);
     let address = if config.listen_address.contains(':') {
         format!("[{}]:{}", config.listen_address, config.port)
@@ -263,6 +268,55 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
     tracing::info!("server shutdown");
     Ok(())
 }
+
+/// The client that forwards to the servers of a pyzor client homedir: its
+/// `config` ([client] ServersFile, AccountsFile, Timeout, with pyzord's
+/// `initialize_forwarding` defaults), servers and accounts files.
+fn forward_client(dir: &Path) -> anyhow::Result<Client> {
+    let settings = match std::fs::read_to_string(dir.join("config")) {
+        Ok(text) => config::parse_ini_section(&text, "client"),
+        Err(_) => HashMap::new(),
+    };
+    let file = |key: &str, default: &str| {
+        let name = settings.get(key).map_or(default, String::as_str);
+        dir.join(name)
+    };
+    let timeout: u64 = match settings.get("timeout") {
+        Some(secs) => secs
+            .trim()
+            .parse()
+            .with_context(|| format!("invalid forwarding Timeout \"{secs}\""))?,
+        None => FORWARD_TIMEOUT_SECS,
+    };
+    let servers_path = file("serversfile", "servers");
+    let mut servers = match std::fs::read_to_string(&servers_path) {
+        Ok(text) => {
+            let (servers, skipped) = parse_servers(&text)
+                .with_context(|| format!("invalid servers file \"{}\"", servers_path.display()))?;
+            for line in skipped {
+                tracing::warn!(file = %servers_path.display(), "skipped servers line: {line:?}");
+            }
+            servers
+        }
+        Err(_) => Vec::new(),
+    };
+    if servers.is_empty() {
+        servers.push(ServerAddress::default_server());
+    }
+    let accounts = match std::fs::read_to_string(file("accountsfile", "accounts")) {
+        Ok(text) => parse_accounts(&text).0,
+        Err(_) => Accounts::default(),
+    };
+    tracing::info!(servers = servers.len(), "forwarding reports and whitelists");
+    Ok(Client::new(
+        servers,
+        accounts,
+        std::time::Duration::from_secs(timeout),
+    ))
+}
+
+/// pyzord's forwarding client Timeout default, in seconds.
+const FORWARD_TIMEOUT_SECS: u64 = 5;
 
 /// pyzor's engines reorganise once a day.
 const CLEANUP_PERIOD_SECS: u64 = 24 * 60 * 60;
