@@ -1,0 +1,258 @@
+//! Python's spellings of values that `pyzor` prints: `repr()` of a
+//! `(code, diag)` tuple, `time.ctime()`, `str(OSError)`, and optparse's
+//! `--help` page. Scripts and SpamAssassin parse these, so they must match
+//! CPython 3.11 to the byte.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use clap::CommandFactory;
+
+/// `repr(str)`: single quotes unless the text has a single quote and no
+/// double quote; backslash escapes for the quote, backslash and
+/// non-printable characters.
+pub fn repr_str(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if is_printable(c) => out.push(c),
+            c if u32::from(c) <= 0xff => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if u32::from(c) <= 0xffff => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => {
+                let _ = write!(out, "\\U{:08x}", u32::from(c));
+            }
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// Python's `str.isprintable()` for one character, close enough for
+/// server Diag texts: controls, line and paragraph separators, format
+/// characters and spaces other than U+0020 are escaped.
+fn is_printable(c: char) -> bool {
+    !(c.is_control()
+        || matches!(
+            c,
+            '\u{a0}' | '\u{ad}' | '\u{1680}' | '\u{2000}'..='\u{200f}' | '\u{2028}'..='\u{202f}'
+                | '\u{205f}'..='\u{206f}' | '\u{3000}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+                | '\u{e000}'..='\u{f8ff}'
+        ))
+}
+
+/// `repr((code, diag))` as `ClientRunner` prints a response head.
+pub fn head_tuple(code: i64, diag: &str) -> String {
+    format!("({code}, {})", repr_str(diag))
+}
+
+/// `time.ctime(seconds)` in local time: `Thu Jan  1 00:00:00 1970`.
+pub fn ctime(seconds: i64) -> Option<String> {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let tm = local_time(seconds)?;
+    Some(format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS.get(usize::try_from(tm.tm_wday).ok()?)?,
+        MONTHS.get(usize::try_from(tm.tm_mon).ok()?)?,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        i64::from(tm.tm_year) + 1900
+    ))
+}
+
+/// The broken-down local time (`localtime_r`), honouring `TZ`.
+pub fn local_time(seconds: i64) -> Option<libc::tm> {
+    let time = libc::time_t::try_from(seconds).ok()?;
+    // SAFETY: `tm` is plain data that localtime_r fills in (reading TZ on
+    // first use); both pointers are valid for the call.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&time, &mut tm).is_null() {
+            return None;
+        }
+        Some(tm)
+    }
+}
+
+/// `str(OSError)`: `[Errno 2] No such file or directory: '/x'`.
+pub fn os_error(error: &io::Error, path: Option<&Path>) -> String {
+    let mut text = match error.raw_os_error() {
+        Some(code) => {
+            let full = io::Error::from_raw_os_error(code).to_string();
+            let suffix = format!(" (os error {code})");
+            format!(
+                "[Errno {code}] {}",
+                full.strip_suffix(&suffix).unwrap_or(&full)
+            )
+        }
+        None => error.to_string(),
+    };
+    if let Some(path) = path {
+        let _ = write!(text, ": {}", repr_str(&path.to_string_lossy()));
+    }
+    text
+}
+
+/// optparse's help page for the `pyzor` options, built from the clap
+/// definitions of [`super::Args`]: `Usage:`, the wrapped description, then
+/// each option with its metavariable, help at column 24, width from
+/// `COLUMNS` (else the terminal, else 80) minus 2.
+pub fn optparse_help() -> String {
+    const HELP_POSITION: usize = 24;
+    const INDENT: usize = 2;
+    let width = terminal_columns().saturating_sub(2).max(HELP_POSITION + 11);
+    let command = super::Args::command();
+    let mut out = String::from("Usage: pyzor [options]\n\n");
+    if let Some(about) = command.get_about() {
+        for line in wrap(&about.to_string(), width) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.push_str("Options:\n");
+    for arg in command.get_arguments().filter(|arg| !arg.is_positional()) {
+        let metavar = arg
+            .get_value_names()
+            .and_then(|names| names.first())
+            .map(|name| name.to_string())
+            .filter(|_| arg.get_action().takes_values());
+        let mut names = Vec::new();
+        if let Some(short) = arg.get_short() {
+            names.push(match &metavar {
+                Some(metavar) => format!("-{short} {metavar}"),
+                None => format!("-{short}"),
+            });
+        }
+        if let Some(long) = arg.get_long() {
+            names.push(match &metavar {
+                Some(metavar) => format!("--{long}={metavar}"),
+                None => format!("--{long}"),
+            });
+        }
+        let names = names.join(", ");
+        let help = arg
+            .get_help()
+            .map(|help| help.to_string())
+            .unwrap_or_default();
+        let help_lines = wrap(&help, width - HELP_POSITION);
+        let option_width = HELP_POSITION - INDENT - 2;
+        let mut help_indent = 0;
+        if names.len() > option_width {
+            let _ = writeln!(out, "{:INDENT$}{names}", "");
+            help_indent = HELP_POSITION;
+        } else {
+            let _ = write!(out, "{:INDENT$}{names:option_width$}  ", "");
+        }
+        let mut lines = help_lines.iter();
+        match lines.next() {
+            Some(first) => {
+                let _ = writeln!(out, "{:help_indent$}{first}", "");
+            }
+            None => out.push('\n'),
+        }
+        for line in lines {
+            let _ = writeln!(out, "{:HELP_POSITION$}{line}", "");
+        }
+    }
+    out
+}
+
+/// The width optparse formats for: `$COLUMNS`, else the terminal's, else 80.
+fn terminal_columns() -> usize {
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return columns;
+    }
+    // SAFETY: TIOCGWINSZ fills a winsize struct; fd 1 may be anything, a
+    // failed ioctl leaves the zeroed struct, which we ignore.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let found = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if found && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
+    }
+}
+
+/// `textwrap.wrap(text, width)` for help texts: greedy over words, long
+/// words broken.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word = word;
+        loop {
+            let needed = if line.is_empty() { 0 } else { line.len() + 1 };
+            if needed + word.len() <= width {
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(word);
+                break;
+            }
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+                continue;
+            }
+            let cut = word
+                .char_indices()
+                .map(|(index, _)| index)
+                .take_while(|&index| index <= width)
+                .last()
+                .filter(|&index| index > 0)
+                .unwrap_or(word.len());
+            lines.push(word[..cut].to_owned());
+            word = &word[cut..];
+            if word.is_empty() {
+                break;
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repr_matches_python() {
+        // python3 -c 'print(repr((200, "OK")), repr((400, "doesn'"'"'t")), repr((1, "a\"b\x01\\")))'
+        assert_eq!(head_tuple(200, "OK"), "(200, 'OK')");
+        assert_eq!(head_tuple(400, "doesn't"), "(400, \"doesn't\")");
+        assert_eq!(head_tuple(1, "a\"b\x01\\"), "(1, 'a\"b\\x01\\\\')");
+        assert_eq!(repr_str("it's \"x\""), "'it\\'s \"x\"'");
+    }
+
+    #[test]
+    fn wrap_is_greedy() {
+        assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
+        assert_eq!(wrap("abcdefgh", 3), vec!["abc", "def", "gh"]);
+    }
+}
