@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use tokio::net::UdpSocket;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use pyzor_milter::client::servers::{parse_accounts, parse_servers};
 use pyzor_milter::client::{Accounts, Client, ServerAddress};
@@ -154,29 +155,58 @@ fn default_homedir() -> PathBuf {
     }
 }
 
-/// Installs the log subscriber: pyzord's log to stderr or LogFile, and
-/// the usage log (target `pyzord-usage`) with it.
-fn init_logging(debug: bool, log_file: Option<&Path>) -> anyhow::Result<()> {
-    let filter = if debug { "debug" } else { "info" };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_ansi(false);
-    match log_file {
+/// The target of the usage log lines (pyzor's `pyzord-usage` logger).
+const USAGE_TARGET: &str = "pyzord-usage";
+
+fn log_writer(path: Option<&Path>) -> anyhow::Result<BoxMakeWriter> {
+    Ok(match path {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open the log file \"{}\"", path.display()))?;
-            let _ = builder.with_writer(std::sync::Mutex::new(file)).try_init();
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
-    }
+        None => BoxMakeWriter::new(std::io::stderr),
+    })
+}
+
+/// Installs the log subscribers: pyzord's log to stderr or LogFile, and
+/// the usage log (target `pyzord-usage`) to UsageLogFile, or with the rest
+/// when there is none.
+fn init_logging(
+    debug: bool,
+    log_file: Option<&Path>,
+    usage_log_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{EnvFilter, Targets, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let level = if debug { "debug" } else { "info" };
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let separate_usage = usage_log_file.is_some();
+    let main = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(log_writer(log_file)?)
+        .with_filter(filter_fn(move |meta| {
+            !(separate_usage && meta.target() == USAGE_TARGET)
+        }))
+        .with_filter(env);
+    let usage = match usage_log_file {
+        Some(path) => Some(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(log_writer(Some(path))?)
+                .with_filter(Targets::new().with_target(USAGE_TARGET, tracing::Level::INFO)),
+        ),
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(main)
+        .with(usage)
+        .try_init();
     Ok(())
 }
 
@@ -211,7 +241,11 @@ fn pyzord(args: PyzordArgs) -> anyhow::Result<()> {
     if let Some(output) = &args.detach {
         detach(output, &config.pid_file)?;
     }
-    init_logging(args.debug, config.log_file.as_deref())?;
+    init_logging(
+        args.debug,
+        config.log_file.as_deref(),
+        config.usage_log_file.as_deref(),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
