@@ -14,6 +14,8 @@
 //! - [`storage`]: pyzord's digest databases behind one trait (SQLite,
 //!   Redis, MySQL) and the reader of Python pyzord's gdbm file.
 //! - [`server`]: pyzord, the UDP server answering as Python pyzord does.
+//! - [`milter`]: the milter for Postfix and Sendmail, asking pyzord
+//!   through [`client`].
 //! - [`forwarder`]: pyzord's forwarding of reports and whitelists to
 //!   upstream servers, through `client`.
 //!
@@ -23,6 +25,7 @@ pub mod client;
 pub mod digest;
 pub mod forwarder;
 pub mod mbox;
+pub mod milter;
 pub mod protocol;
 pub mod server;
 pub mod storage;

@@ -7,6 +7,7 @@
 //! boxed and turned into exit codes.
 
 mod client;
+mod milter;
 mod server;
 
 use std::ffi::OsString;
@@ -31,7 +32,7 @@ pub enum Command {
     /// The Pyzor server, a drop-in for Python pyzor's `pyzord`
     Pyzord(Box<server::PyzordArgs>),
     /// The milter for Postfix and Sendmail
-    Milter(Unbuilt),
+    Milter(milter::Args),
     /// Copy a Pyzor database from one engine to another
     Migrate(server::MigrateArgs),
 }
@@ -63,9 +64,6 @@ pub fn main(mut args: Vec<OsString>) -> ExitCode {
         Command::Pyzor(args) => client::run(args),
         Command::Pyzord(args) => server::run_pyzord(*args),
         Command::Migrate(args) => server::run_migrate(args),
-        Command::Milter(_) => {
-            eprintln!("pyzor-milter: this personality is not part of this build yet");
-            ExitCode::from(2)
-        }
+        Command::Milter(args) => milter::run(args),
     }
 }

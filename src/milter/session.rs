@@ -1,0 +1,446 @@
+//! One MTA connection's state and the per-message decision, with no socket
+//! and no I/O: the milter callbacks hand each stage's data to a
+//! [`Session`], and unit tests drive it the same way.
+//!
+//! A session collects the message as the file Python pyzor would be given
+//! (headers as `Name: value` lines, a blank line, the body) up to
+//! `max_message_size`, decides whether to skip it, and turns the servers'
+//! counts into an [`Outcome`]: verdict, SMTP disposition and header.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::config::{Action, Config, OnError, Reply};
+use crate::digest::{self, Digest};
+
+/// One server's answer to a check, as the decision and the header use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCheck {
+    /// `host:port`.
+    pub server: String,
+    /// `(Count, WL-Count)`, or a one-word reason (`timeout`, `error`).
+    pub result: Result<(i64, i64), String>,
+}
+
+/// Why a message was not checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    Authenticated,
+    TrustedNetwork,
+    SenderDomain,
+    RecipientDomain,
+    Oversize,
+    /// The digest of a message without usable text, a common source of
+    /// false positives, which is not looked up unless configured.
+    EmptyDigest,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Authenticated => "authenticated",
+            SkipReason::TrustedNetwork => "trusted-network",
+            SkipReason::SenderDomain => "sender-domain",
+            SkipReason::RecipientDomain => "recipient-domain",
+            SkipReason::Oversize => "oversize",
+            SkipReason::EmptyDigest => "empty-digest",
+        }
+    }
+}
+
+/// What the servers' counts say about a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Listed,
+    Clean,
+    Whitelisted,
+    /// No server answered.
+    Error,
+    Skipped(SkipReason),
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Listed => "listed",
+            Verdict::Clean => "clean",
+            Verdict::Whitelisted => "whitelisted",
+            Verdict::Error => "error",
+            Verdict::Skipped(_) => "skipped",
+        }
+    }
+}
+
+/// What the MTA is told at end of message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    Accept,
+    Reject(Reply),
+    Tempfail(Reply),
+    Discard,
+    Quarantine(String),
+}
+
+impl Disposition {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Disposition::Accept => "accept",
+            Disposition::Reject(_) => "reject",
+            Disposition::Tempfail(_) => "tempfail",
+            Disposition::Discard => "discard",
+            Disposition::Quarantine(_) => "quarantine",
+        }
+    }
+}
+
+/// The decision about one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub disposition: Disposition,
+    pub digest: Option<Digest>,
+    pub checks: Vec<ServerCheck>,
+    /// The value of the header to add, if any (without leading space).
+    pub header: Option<String>,
+}
+
+impl Outcome {
+    /// `5/0` per server, as in the header.
+    pub fn counts(&self) -> String {
+        let parts: Vec<String> = self.checks.iter().map(format_check).collect();
+        parts.join(", ")
+    }
+}
+
+/// What to do at end of message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Ask the servers (or the cache) about this digest, then call
+    /// [`Session::decide`].
+    Check(Digest),
+    /// Decided without asking.
+    Done(Outcome),
+}
+
+/// The state of one MTA connection.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<Config>,
+    /// Whether the MTA passes header values as they are (SMFIP_HDR_LEADSPC)
+    /// rather than with one leading space removed.
+    pub leading_space: bool,
+    connection_skip: Option<SkipReason>,
+    queue_id: Option<String>,
+    message: Message,
+}
+
+/// What belongs to the current message only.
+#[derive(Debug, Default)]
+struct Message {
+    started: Option<Instant>,
+    skip: Option<SkipReason>,
+    recipients: usize,
+    skipped_recipients: usize,
+    text: Vec<u8>,
+    oversize: bool,
+    /// Incoming headers of our name, to be removed.
+    spoofed: usize,
+}
+
+impl Session {
+    pub fn new(config: Arc<Config>) -> Session {
+        Session {
+            config,
+            leading_space: false,
+            connection_skip: None,
+            queue_id: None,
+            message: Message::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The SMTP client's address, when the MTA knows it.
+    pub fn connect(&mut self, client: Option<IpAddr>) {
+        self.connection_skip = client
+            .filter(|&ip| {
+                self.config
+                    .trusted_networks
+                    .iter()
+                    .any(|net| net.contains(ip))
+            })
+            .map(|_| SkipReason::TrustedNetwork);
+    }
+
+    /// Remembers the queue id, whichever stage the MTA sends it with
+    /// (Sendmail at MAIL FROM, Postfix from DATA on).
+    pub fn set_queue_id(&mut self, id: &str) {
+        if !id.is_empty() {
+            self.queue_id = Some(id.to_owned());
+        }
+    }
+
+    pub fn queue_id(&self) -> &str {
+        self.queue_id.as_deref().unwrap_or("NOQUEUE")
+    }
+
+    /// MAIL FROM: a new message starts. `config` is the configuration in
+    /// force now (it may have been reloaded since the last message).
+    pub fn mail(&mut self, config: Arc<Config>, sender: &str, auth_authen: Option<&str>) {
+        self.config = config;
+        self.message = Message {
+            started: Some(Instant::now()),
+            ..Message::default()
+        };
+        if self.config.skip_authenticated && auth_authen.is_some_and(|user| !user.is_empty()) {
+            self.message.skip = Some(SkipReason::Authenticated);
+        } else if domain_listed(sender, &self.config.skip_sender_domains) {
+            self.message.skip = Some(SkipReason::SenderDomain);
+        }
+    }
+
+    pub fn rcpt(&mut self, recipient: &str) {
+        self.message.recipients += 1;
+        if domain_listed(recipient, &self.config.skip_recipient_domains) {
+            self.message.skipped_recipients += 1;
+        }
+    }
+
+    /// One header as the MTA passes it: folded lines joined by a bare LF.
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(self.config.header.as_bytes()) {
+            self.message.spoofed += 1;
+        }
+        let space: &[u8] = if self.leading_space { b"" } else { b" " };
+        let length = name.len() + 1 + space.len() + value.len() + 2 + value.len() / 40;
+        if !self.reserve(length) {
+            return;
+        }
+        let text = &mut self.message.text;
+        text.extend_from_slice(name);
+        text.push(b':');
+        text.extend_from_slice(space);
+        for &byte in value {
+            match byte {
+                b'\r' => {}
+                b'\n' => text.extend_from_slice(b"\r\n"),
+                _ => text.push(byte),
+            }
+        }
+        text.extend_from_slice(b"\r\n");
+    }
+
+    pub fn end_of_headers(&mut self) {
+        if self.reserve(2) {
+            self.message.text.extend_from_slice(b"\r\n");
+        }
+    }
+
+    pub fn body(&mut self, chunk: &[u8]) {
+        if self.reserve(chunk.len()) {
+            self.message.text.extend_from_slice(chunk);
+        }
+    }
+
+    /// Whether `length` more bytes fit; past the limit the text is dropped
+    /// so that memory stays bounded by `max_message_size`.
+    fn reserve(&mut self, length: usize) -> bool {
+        if self.message.oversize {
+            return false;
+        }
+        if self.message.text.len().saturating_add(length) > self.config.max_message_size {
+            self.message.oversize = true;
+            self.message.text = Vec::new();
+            return false;
+        }
+        true
+    }
+
+    /// The message bytes collected so far.
+    pub fn message_len(&self) -> usize {
+        self.message.text.len()
+    }
+
+    /// Incoming headers of our name, to be removed before ours is added.
+    pub fn spoofed_headers(&self) -> usize {
+        self.message.spoofed
+    }
+
+    /// Time since MAIL FROM.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.message
+            .started
+            .map(|started| started.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// End of message: skip, or digest the message for checking.
+    pub fn end_of_message(&mut self) -> Step {
+        if let Some(reason) = self.skip_reason() {
+            return Step::Done(self.skipped(reason, None));
+        }
+        let digest = digest::digest(&self.message.text);
+        self.message.text = Vec::new();
+        if digest.is_empty() && !self.config.check_empty_digest {
+            return Step::Done(self.skipped(SkipReason::EmptyDigest, Some(digest)));
+        }
+        Step::Check(digest)
+    }
+
+    fn skip_reason(&self) -> Option<SkipReason> {
+        let all_recipients_skipped = self.message.recipients > 0
+            && self.message.skipped_recipients == self.message.recipients;
+        self.connection_skip
+            .or(self.message.skip)
+            .or(all_recipients_skipped.then_some(SkipReason::RecipientDomain))
+            .or(self.message.oversize.then_some(SkipReason::Oversize))
+    }
+
+    fn skipped(&self, reason: SkipReason, digest: Option<Digest>) -> Outcome {
+        let mut header = format!("skipped; reason={}", reason.as_str());
+        if let Some(digest) = digest {
+            let _ = write!(header, "; digest={digest}");
+        }
+        Outcome {
+            verdict: Verdict::Skipped(reason),
+            disposition: Disposition::Accept,
+            digest,
+            checks: Vec::new(),
+            header: Some(header),
+        }
+    }
+
+    /// The decision from the servers' answers, with pyzor check's
+    /// semantics: listed when some server's count exceeds the report
+    /// threshold and no server's WL-Count exceeds the whitelist threshold.
+    pub fn decide(&self, digest: Digest, checks: Vec<ServerCheck>) -> Outcome {
+        let config = &self.config;
+        let counts: Vec<(i64, i64)> = checks
+            .iter()
+            .filter_map(|check| check.result.clone().ok())
+            .collect();
+        let whitelisted = counts.iter().any(|&(count, wl_count)| {
+            wl_count > config.whitelist_threshold
+                || config.whitelist_factor.is_some_and(|factor| {
+                    // SpamAssassin's pyzor_whitelist_factor.
+                    wl_count > 0 && wl_count as f64 >= count as f64 * factor
+                })
+        });
+        let listed = !whitelisted
+            && counts
+                .iter()
+                .any(|&(count, _)| count > config.report_threshold && count >= config.min_count);
+        let over_reject = listed
+            && config
+                .reject_threshold
+                .is_some_and(|threshold| counts.iter().any(|&(count, _)| count > threshold));
+        let verdict = if counts.is_empty() {
+            Verdict::Error
+        } else if whitelisted {
+            Verdict::Whitelisted
+        } else if listed {
+            Verdict::Listed
+        } else {
+            Verdict::Clean
+        };
+        let mut disposition = match verdict {
+            Verdict::Listed if over_reject => Disposition::Reject(config.reject_reply.clone()),
+            Verdict::Listed => match config.action {
+                Action::Tag => Disposition::Accept,
+                Action::Reject => Disposition::Reject(config.reject_reply.clone()),
+                Action::Tempfail => Disposition::Tempfail(config.tempfail_reply.clone()),
+                Action::Quarantine => Disposition::Quarantine(config.quarantine_reason.clone()),
+                Action::Discard => Disposition::Discard,
+            },
+            Verdict::Error if config.on_error == OnError::Tempfail => {
+                Disposition::Tempfail(config.tempfail_reply.clone())
+            }
+            _ => Disposition::Accept,
+        };
+        if config.dry_run {
+            disposition = Disposition::Accept;
+        }
+        let header = match disposition {
+            Disposition::Accept | Disposition::Quarantine(_) => {
+                let mut header = format!("{}; digest={digest}", verdict.as_str());
+                for check in &checks {
+                    let _ = write!(header, "; {}", format_check(check));
+                }
+                Some(header)
+            }
+            _ => None,
+        };
+        Outcome {
+            verdict,
+            disposition,
+            digest: Some(digest),
+            checks,
+            header,
+        }
+    }
+
+    /// The one log line of a message (after the queue id).
+    pub fn summary(&self, outcome: &Outcome) -> String {
+        let mut line = format!("verdict={}", outcome.verdict.as_str());
+        if let Verdict::Skipped(reason) = outcome.verdict {
+            let _ = write!(line, " reason={}", reason.as_str());
+        }
+        if let Some(digest) = outcome.digest {
+            let _ = write!(line, " digest={digest}");
+        }
+        if !outcome.checks.is_empty() {
+            let _ = write!(line, " counts=\"{}\"", outcome.counts());
+        }
+        let _ = write!(
+            line,
+            " action={}{} elapsed_ms={:.1}",
+            outcome.disposition.as_str(),
+            if self.config.dry_run {
+                " dry_run=true"
+            } else {
+                ""
+            },
+            self.elapsed().as_secs_f64() * 1000.0
+        );
+        line
+    }
+
+    /// The message is over (end of message or abort): forget it.
+    pub fn reset(&mut self) {
+        self.message = Message::default();
+    }
+}
+
+/// `host:port=COUNT/WL_COUNT`, or `host:port=REASON`.
+fn format_check(check: &ServerCheck) -> String {
+    match &check.result {
+        Ok((count, wl_count)) => format!("{}={count}/{wl_count}", check.server),
+        Err(reason) => format!("{}={reason}", check.server),
+    }
+}
+
+/// Whether the address's domain (case-insensitive, without a trailing
+/// dot, as Sendmail writes it) or a parent of it is in `domains`.
+fn domain_listed(address: &str, domains: &[String]) -> bool {
+    if domains.is_empty() {
+        return false;
+    }
+    let address = address.trim().trim_start_matches('<').trim_end_matches('>');
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    domains.iter().any(|listed| {
+        domain == *listed
+            || domain
+                .strip_suffix(listed.as_str())
+                .is_some_and(|head| head.ends_with('.'))
+    })
+}
+
+#[cfg(test)]
+mod tests;
