@@ -3,9 +3,9 @@
 //!
 //! A [`Client`] owns the server list, the accounts that sign requests and
 //! the per-server timeout. Host names are resolved once, on first use, and
-//! kept for the life of the client. Each request has its own socket,
-//! connected to the server so that only its datagrams (and its ICMP errors)
-//! arrive, and a random Thread id that the response must carry.
+//! kept for the life of the client. Each request has its own socket, and a
+//! random Thread id that the response must carry; only datagrams from the
+//! server's address count as its answer.
 //!
 //! This module knows nothing of output formats: it returns each server's
 //! [`Response`] or [`ServerError`]; `ServerError::pyzor_status` gives the
@@ -244,8 +244,12 @@ async fn resolve(server: ServerAddress) -> Result<SocketAddr, String> {
     }
 }
 
-/// Sends the datagram and waits for one answer until `end`, sending it a
-/// second time halfway if nothing came back (a lost request or response).
+/// Sends the datagram and waits for one answer from `peer` until `end`,
+/// sending it a second time halfway if nothing came back (a lost request
+/// or response). Datagrams from other addresses are ignored.
+///
+/// The socket stays unconnected, as Python's: Linux then reports no ICMP
+/// "port unreachable", so a closed port times out as it does for Python.
 async fn exchange(
     server: &ServerAddress,
     peer: SocketAddr,
@@ -266,15 +270,14 @@ async fn exchange(
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = UdpSocket::bind(local).await.map_err(send_error)?;
-    socket.connect(peer).await.map_err(send_error)?;
     let start = Instant::now();
     let timeout = end.saturating_duration_since(start);
-    socket.send(datagram).await.map_err(send_error)?;
+    socket.send_to(datagram, peer).await.map_err(send_error)?;
     let mut buffer = vec![0; MAX_PACKET_SIZE];
     if timeout.is_zero() {
         // Python's `settimeout(0)` makes the socket non-blocking: a read
         // that finds nothing fails at once.
-        let length = socket.try_recv(&mut buffer).map_err(receive_error)?;
+        let (length, _) = socket.try_recv_from(&mut buffer).map_err(receive_error)?;
         buffer.truncate(length);
         return Ok(buffer);
     }
@@ -282,15 +285,18 @@ async fn exchange(
     let mut resent = false;
     loop {
         let wait_until = if resent { end } else { resend_at };
-        match tokio::time::timeout_at(wait_until, socket.recv(&mut buffer)).await {
-            Ok(Ok(length)) => {
+        match tokio::time::timeout_at(wait_until, socket.recv_from(&mut buffer)).await {
+            Ok(Ok((length, from))) if from == peer => {
                 buffer.truncate(length);
                 return Ok(buffer);
+            }
+            Ok(Ok((_, from))) => {
+                tracing::debug!(%server, %from, "ignoring a datagram from another address");
             }
             Ok(Err(error)) => return Err(receive_error(error)),
             Err(_elapsed) if !resent => {
                 tracing::debug!(%server, "no answer yet, sending again");
-                socket.send(datagram).await.map_err(send_error)?;
+                socket.send_to(datagram, peer).await.map_err(send_error)?;
                 resent = true;
             }
             Err(_elapsed) => {
@@ -425,11 +431,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refused_is_pythons_socket_error() {
+    async fn closed_port_times_out_as_for_python() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let address = socket.local_addr().expect("address");
         drop(socket);
-        let client = client_for(&[address], Duration::from_secs(2));
+        let client = client_for(&[address], Duration::from_millis(200));
         let error = client
             .ask_all(Op::Ping, &[], None)
             .await
@@ -438,10 +444,16 @@ mod tests {
             .expect_err("closed port");
         assert_eq!(
             error.pyzor_status(),
-            Some((
-                400,
-                "Socket error while reading response: [Errno 111] Connection refused".to_owned()
-            ))
+            Some((504, "Reading response timed-out.".to_owned()))
+        );
+    }
+
+    #[test]
+    fn os_errors_read_as_python_prints_them() {
+        // python3 -c 'import errno, os; print(OSError(111, os.strerror(111)))'
+        assert_eq!(
+            python_os_error(&io::Error::from_raw_os_error(111)),
+            "[Errno 111] Connection refused"
         );
     }
 }

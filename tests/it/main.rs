@@ -4,7 +4,10 @@
 //! (`scripts/test` installs it and exports where it is).
 
 mod cli_digest;
+mod client;
+mod client_util;
 mod digest;
 mod server;
 mod server_util;
+mod spamassassin;
 mod util;
