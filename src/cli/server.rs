@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use tokio::net::UdpSocket;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use pyzor_milter::client::servers::{parse_accounts, parse_servers};
 use pyzor_milter::client::{Accounts, Client, ServerAddress};
@@ -103,6 +102,10 @@ pub struct PyzordArgs {
     /// (ours, not pyzord's)
     #[arg(long = "metrics-log-interval")]
     pub metrics_log_interval: Option<u64>,
+    /// FULL: acknowledge a report once on disk; NORMAL: once handed to the
+    /// operating system (no fsync per commit; ours, not pyzord's)
+    #[arg(long = "sqlite-synchronous")]
+    pub sqlite_synchronous: Option<String>,
     /// print version and exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
@@ -140,6 +143,9 @@ impl PyzordArgs {
         if let Some(address) = &self.metrics_address {
             overrides.insert("metricsaddress".into(), address.clone());
         }
+        if let Some(value) = &self.sqlite_synchronous {
+            overrides.insert("sqlitesynchronous".into(), value.clone());
+        }
         if let Some(secs) = self.metrics_log_interval {
             overrides.insert("metricsloginterval".into(), secs.to_string());
         }
@@ -158,18 +164,118 @@ fn default_homedir() -> PathBuf {
 /// The target of the usage log lines (pyzor's `pyzord-usage` logger).
 const USAGE_TARGET: &str = "pyzord-usage";
 
-fn log_writer(path: Option<&Path>) -> anyhow::Result<BoxMakeWriter> {
-    Ok(match path {
+/// A log destination written by its own thread, so that a request never
+/// waits for a `write` system call: each event is formatted into a buffer
+/// and handed over; the thread writes in bursts and flushes when idle.
+#[derive(Clone)]
+struct BackgroundWriter {
+    lines: std::sync::mpsc::Sender<LogMessage>,
+}
+
+enum LogMessage {
+    Line(Vec<u8>),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Every background log writer, flushed before the process exits.
+static LOG_WRITERS: std::sync::Mutex<Vec<BackgroundWriter>> = std::sync::Mutex::new(Vec::new());
+
+impl BackgroundWriter {
+    fn start(mut out: Box<dyn std::io::Write + Send>) -> Self {
+        let (lines, queue) = std::sync::mpsc::channel::<LogMessage>();
+        let _ = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                while let Ok(message) = queue.recv() {
+                    let mut next = Some(message);
+                    while let Some(message) = next.take() {
+                        match message {
+                            LogMessage::Line(line) => {
+                                let _ = out.write_all(&line);
+                            }
+                            LogMessage::Flush(done) => {
+                                let _ = out.flush();
+                                let _ = done.send(());
+                            }
+                        }
+                        next = queue.try_recv().ok();
+                    }
+                    let _ = out.flush();
+                }
+            });
+        let writer = Self { lines };
+        if let Ok(mut all) = LOG_WRITERS.lock() {
+            all.push(writer.clone());
+        }
+        writer
+    }
+}
+
+/// Waits until every log line so far is written.
+fn flush_logs() {
+    let writers = LOG_WRITERS
+        .lock()
+        .map(|all| all.clone())
+        .unwrap_or_default();
+    for writer in writers {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if writer.lines.send(LogMessage::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+/// One event's bytes, handed to the writer thread when dropped.
+struct LogLine {
+    buffer: Vec<u8>,
+    lines: std::sync::mpsc::Sender<LogMessage>,
+}
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.buffer.is_empty() {
+            let _ = self
+                .lines
+                .send(LogMessage::Line(std::mem::take(&mut self.buffer)));
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BackgroundWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine {
+            buffer: Vec::with_capacity(160),
+            lines: self.lines.clone(),
+        }
+    }
+}
+
+fn log_writer(path: Option<&Path>) -> anyhow::Result<BackgroundWriter> {
+    let out: Box<dyn std::io::Write + Send> = match path {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open the log file \"{}\"", path.display()))?;
-            BoxMakeWriter::new(std::sync::Mutex::new(file))
+            Box::new(std::io::BufWriter::new(file))
         }
-        None => BoxMakeWriter::new(std::io::stderr),
-    })
+        None => Box::new(std::io::BufWriter::new(std::io::stderr())),
+    };
+    Ok(BackgroundWriter::start(out))
 }
 
 /// Installs the log subscribers: pyzord's log to stderr or LogFile, and
@@ -250,12 +356,21 @@ fn pyzord(args: PyzordArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve(config))
+    let outcome = runtime.block_on(serve(config));
+    if let Err(error) = &outcome {
+        tracing::error!("{error:#}");
+    }
+    flush_logs();
+    outcome
 }
 
 async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
     let cleanup = (config.cleanup_age_secs > 0).then_some(config.cleanup_age_secs);
-    let storage: Arc<dyn Storage> = storage::open(config.engine, &config.dsn, cleanup)
+    let options = storage::OpenOptions {
+        max_age_secs: cleanup,
+        durability: config.durability,
+    };
+    let storage: Arc<dyn Storage> = storage::open_with(config.engine, &config.dsn, &options)
         .await
         .with_context(|| {
             format!(

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::storage::EngineName;
 use crate::storage::sqlite::DEFAULT_FILE_NAME;
+use crate::storage::{Durability, EngineName};
 
 /// pyzord's defaults (`load_configuration` in Python's `pyzord`).
 pub const DEFAULT_PORT: u16 = 24441;
@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub metrics_address: Option<String>,
     /// Ours: how often to log the counters (`MetricsLogInterval`).
     pub metrics_log_interval_secs: u64,
+    /// Ours: `SqliteSynchronous = FULL` (the default) or `NORMAL`.
+    pub durability: Durability,
 }
 
 /// What can be wrong with the configuration.
@@ -200,6 +202,18 @@ pub fn load(
             why: "not a number of seconds",
         })?,
     };
+    let durability = match get("sqlitesynchronous").map(|value| value.to_ascii_uppercase()) {
+        None => Durability::Disk,
+        Some(value) if value == "FULL" => Durability::Disk,
+        Some(value) if value == "NORMAL" => Durability::Process,
+        Some(value) => {
+            return Err(ConfigError::Invalid {
+                key: "SqliteSynchronous",
+                value,
+                why: "expected FULL or NORMAL",
+            });
+        }
+    };
     let named_engine = get("engine");
     let engine = match named_engine.as_deref() {
         None => EngineName::Sqlite,
@@ -244,6 +258,7 @@ pub fn load(
         forward_client_homedir: get("forwardclienthomedir").map(|dir| expand_user(&dir)),
         metrics_address: get("metricsaddress"),
         metrics_log_interval_secs,
+        durability,
     })
 }
 

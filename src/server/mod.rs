@@ -107,14 +107,32 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let socket = Arc::new(socket);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
-    let receive = receive_loop(Arc::clone(&socket), context, Arc::clone(&in_flight));
+    let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut receivers = tokio::task::JoinSet::new();
+    for _ in 0..loops {
+        receivers.spawn(receive_loop(
+            Arc::clone(&socket),
+            Arc::clone(&context),
+            Arc::clone(&in_flight),
+        ));
+    }
     tokio::select! {
-        result = receive => result?,
+        Some(result) = receivers.join_next() => {
+            receivers.abort_all();
+            result.map_err(std::io::Error::other)??;
+        }
         () = shutdown => tracing::info!("shutting down"),
     }
+    receivers.abort_all();
     // Every request holds a permit until its response is sent.
     let _all = in_flight.acquire_many(MAX_IN_FLIGHT).await;
     Ok(())
+}
+
+/// Whether a request only reads, so that the receive loop may answer it
+/// itself when the engine reads without waiting (no task is spawned).
+fn is_read(request: &Message) -> bool {
+    !matches!(request.get("Op"), Some(b"report" | b"whitelist"))
 }
 
 async fn receive_loop(
@@ -123,6 +141,7 @@ async fn receive_loop(
     in_flight: Arc<Semaphore>,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
+    let inline_reads = context.storage.reads_without_waiting();
     loop {
         let permit = Arc::clone(&in_flight)
             .acquire_owned()
@@ -138,6 +157,11 @@ async fn receive_loop(
         };
         let received = Instant::now();
         let request = Message::parse(&buffer[..length]);
+        if inline_reads && is_read(&request) {
+            respond(&socket, &request, peer, &context, received).await;
+            drop(permit);
+            continue;
+        }
         let socket = Arc::clone(&socket);
         let context = Arc::clone(&context);
         tokio::spawn(async move {

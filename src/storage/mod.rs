@@ -84,6 +84,12 @@ pub trait Storage: Send + Sync {
     /// Deletes the records not updated for `max_age_secs`; returns how many
     /// went. Engines that expire by themselves (Redis) return 0.
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64>;
+
+    /// Whether `get` completes without waiting (a local file read), so a
+    /// caller may await it in place instead of spawning a task.
+    fn reads_without_waiting(&self) -> bool {
+        false
+    }
 }
 
 /// The engine names of pyzor's `-e`/`Engine` setting that we know.
@@ -116,6 +122,27 @@ impl EngineName {
     }
 }
 
+/// How hard the embedded engine works to keep an acknowledged report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit reaches the disk before its reports are acknowledged
+    /// (SQLite `synchronous=FULL`).
+    #[default]
+    Disk,
+    /// Every commit reaches the operating system before its reports are
+    /// acknowledged: a crash of pyzord loses nothing, a power cut may lose
+    /// the last commits (SQLite `synchronous=NORMAL`; no fsync per commit).
+    Process,
+}
+
+/// Settings for opening an engine beyond its DSN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// The CleanupAge that engines expiring records by themselves apply.
+    pub max_age_secs: Option<u64>,
+    pub durability: Durability,
+}
+
 /// Opens an engine on a DSN in pyzor's format for that engine. `max_age_secs`
 /// is the CleanupAge that engines expiring records by themselves apply.
 pub async fn open(
@@ -123,10 +150,26 @@ pub async fn open(
     dsn: &str,
     max_age_secs: Option<u64>,
 ) -> Result<Box<dyn Storage>, StorageError> {
+    let options = OpenOptions {
+        max_age_secs,
+        ..OpenOptions::default()
+    };
+    open_with(engine, dsn, &options).await
+}
+
+/// [`open`] with every setting.
+pub async fn open_with(
+    engine: EngineName,
+    dsn: &str,
+    options: &OpenOptions,
+) -> Result<Box<dyn Storage>, StorageError> {
     match engine {
-        EngineName::Sqlite => Ok(Box::new(sqlite::SqliteStorage::open(Path::new(dsn))?)),
+        EngineName::Sqlite => Ok(Box::new(sqlite::SqliteStorage::open_with(
+            Path::new(dsn),
+            options.durability,
+        )?)),
         EngineName::Redis => Ok(Box::new(
-            redis::RedisStorage::open(dsn, max_age_secs).await?,
+            redis::RedisStorage::open(dsn, options.max_age_secs).await?,
         )),
         EngineName::Mysql => Ok(Box::new(mysql::MysqlStorage::open(dsn).await?)),
         EngineName::Gdbm => Ok(Box::new(gdbm::GdbmStorage::open(Path::new(dsn))?)),

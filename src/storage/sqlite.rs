@@ -14,7 +14,7 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, now_secs};
+use super::{Durability, Kind, Page, Record, Storage, StorageError, StorageFuture, now_secs};
 
 /// The file our default engine uses in the homedir. It differs from
 /// pyzord's `pyzord.db` (gdbm) so that neither opens the other's file.
@@ -77,13 +77,22 @@ pub struct SqliteStorage {
 }
 
 impl SqliteStorage {
-    /// Opens or creates the database file and starts its writer thread.
+    /// Opens or creates the database file and starts its writer thread,
+    /// acknowledging writes once they are on disk.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, Durability::Disk)
+    }
+
+    /// [`SqliteStorage::open`] with a chosen durability.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StorageError> {
         let writer = Connection::open(path)?;
         writer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a commit is on disk before the report is acknowledged.
-        writer.pragma_update(None, "synchronous", "FULL")?;
+        let synchronous = match durability {
+            Durability::Disk => "FULL",
+            Durability::Process => "NORMAL",
+        };
+        writer.pragma_update(None, "synchronous", synchronous)?;
         writer.execute_batch(SCHEMA)?;
         let (writes, queue) = mpsc::unbounded_channel();
         thread::Builder::new()
@@ -192,6 +201,10 @@ impl Storage for SqliteStorage {
             };
             Ok((rows, next))
         })
+    }
+
+    fn reads_without_waiting(&self) -> bool {
+        true
     }
 
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64> {
