@@ -574,3 +574,158 @@ fn reports_and_whitelists_are_forwarded_to_python_pyzord() {
         ask(upstream.address, check.as_bytes(), WAIT).as_ref() == Some(&expected)
     });
 }
+
+/// Runs our binary with these arguments and returns (exit code, stdout,
+/// stderr).
+fn run_ours(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run our binary");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_gdbm_homedir_is_refused_with_the_migrate_command() {
+    let home = temp_dir();
+    std::fs::write(home.path().join("config"), "[server]\nEngine = gdbm\n").expect("config");
+    let homedir = home.path().display().to_string();
+    let (code, _, stderr) = run_ours(&["pyzord", "--homedir", &homedir, "-p", "0"]);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "pyzor-milter migrate --se gdbm --sd {homedir}/pyzord.db --de sqlite --dd {homedir}/pyzord.sqlite"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!home.path().join("pyzord.sqlite").exists());
+}
+
+#[test]
+fn migrate_between_our_engines_keeps_every_record() {
+    let dir = temp_dir();
+    let redis = RedisServer::start(dir.path());
+    let source = dir.path().join("source.sqlite");
+    let copy = dir.path().join("copy.sqlite");
+    {
+        let connection = rusqlite::Connection::open(&source).expect("create");
+        connection
+            .execute_batch(
+                "CREATE TABLE digests (digest CHAR(40) NOT NULL PRIMARY KEY, r_count INTEGER,
+                 wl_count INTEGER, r_entered INTEGER, wl_entered INTEGER, r_updated INTEGER,
+                 wl_updated INTEGER) WITHOUT ROWID",
+            )
+            .expect("schema");
+        for index in 0..2345i64 {
+            connection
+                .execute(
+                    "INSERT INTO digests VALUES (?1, ?2, ?3, ?4, NULL, ?5, NULL)",
+                    rusqlite::params![
+                        format!("{index:040x}"),
+                        index,
+                        index % 2,
+                        1_600_000_000 + index,
+                        1_700_000_000 + index
+                    ],
+                )
+                .expect("insert");
+        }
+    }
+    let redis_dsn = format!("127.0.0.1,{},,3", redis.port);
+    let source_dsn = source.display().to_string();
+    let copy_dsn = copy.display().to_string();
+    let (code, stdout, stderr) = run_ours(&[
+        "migrate",
+        "--se",
+        "sqlite",
+        "--sd",
+        &source_dsn,
+        "--de",
+        "redis",
+        "--dd",
+        &redis_dsn,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "Migration complete, 2345 records transferred successfully, 0 records failed"
+    );
+    let (code, stdout, stderr) = run_ours(&[
+        "migrate", "--se", "redis", "--sd", &redis_dsn, "--de", "sqlite", "--dd", &copy_dsn,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("2345 records transferred successfully"),
+        "{stdout}"
+    );
+    let dump = |path: &Path| -> Vec<(String, i64, i64, Option<i64>, Option<i64>, Option<i64>)> {
+        let connection = rusqlite::Connection::open(path).expect("open");
+        let mut statement = connection
+            .prepare(
+                "SELECT digest, r_count, wl_count, r_entered, r_updated, wl_updated
+                 FROM digests ORDER BY digest",
+            )
+            .expect("query");
+        statement
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("all")
+    };
+    assert_eq!(dump(&copy), dump(&source));
+    let (code, stdout, _) = run_ours(&["migrate", "--se", "sqlite", "--sd", &source_dsn]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (1, "options --se/--sd/--de/--dd are required\n")
+    );
+    let (code, stdout, _) = run_ours(&[
+        "migrate", "--se", "bdb", "--sd", "x", "--de", "sqlite", "--dd", "y",
+    ]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (1, "Unsupported source engine: bdb\n")
+    );
+}
+
+#[test]
+fn ipv6_and_sigterm() {
+    let home = temp_dir();
+    let port = crate::server_util::free_port(true);
+    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
+        .args(["pyzord", "--homedir"])
+        .arg(home.path())
+        .args(["-a", "::1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start our pyzord");
+    let mut child = crate::server_util::ChildGuard(child);
+    let address: SocketAddr = format!("[::1]:{port}").parse().expect("address");
+    let ping = b"Op: ping\nThread: 3\nPV: 2.1\n\n";
+    crate::server_util::wait_for("our pyzord on ::1", Duration::from_secs(20), || {
+        let Ok(socket) = std::net::UdpSocket::bind("[::1]:0") else {
+            return false;
+        };
+        let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = socket.send_to(ping, address);
+        let mut buffer = [0u8; 256];
+        socket.recv(&mut buffer).is_ok()
+    });
+    // SAFETY: kill only sends a signal to the child we started.
+    let sent = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let status = child.0.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+}
