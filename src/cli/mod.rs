@@ -8,6 +8,7 @@
 
 mod client;
 mod milter;
+mod migrate;
 mod server;
 
 use std::ffi::OsString;
@@ -34,7 +35,7 @@ pub enum Command {
     /// The milter for Postfix and Sendmail
     Milter(milter::Args),
     /// Copy a Pyzor database from one engine to another
-    Migrate(server::MigrateArgs),
+    Migrate(migrate::Args),
 }
 
 /// Arguments of a personality that this build does not have yet.
@@ -63,7 +64,7 @@ pub fn main(mut args: Vec<OsString>) -> ExitCode {
     match cli.command {
         Command::Pyzor(args) => client::run(args),
         Command::Pyzord(args) => server::run_pyzord(*args),
-        Command::Migrate(args) => server::run_migrate(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Milter(args) => milter::run(args),
     }
 }

@@ -661,7 +661,8 @@ fn migrate_between_our_engines_keeps_every_record() {
         stdout.contains("2345 records transferred successfully"),
         "{stdout}"
     );
-    let dump = |path: &Path| -> Vec<(String, i64, i64, Option<i64>, Option<i64>, Option<i64>)> {
+    type Row = (String, i64, i64, Option<i64>, Option<i64>, Option<i64>);
+    let dump = |path: &Path| -> Vec<Row> {
         let connection = rusqlite::Connection::open(path).expect("open");
         let mut statement = connection
             .prepare(
