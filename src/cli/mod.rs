@@ -7,8 +7,8 @@
 //! boxed and turned into exit codes.
 
 mod client;
-mod milter;
 mod migrate;
+mod milter;
 mod server;
 
 use std::ffi::OsString;

@@ -102,8 +102,8 @@ pub struct PyzordArgs {
     /// (ours, not pyzord's)
     #[arg(long = "metrics-log-interval")]
     pub metrics_log_interval: Option<u64>,
-    /// FULL: acknowledge a report once on disk; NORMAL: once handed to the
-    /// operating system (no fsync per commit; ours, not pyzord's)
+    /// NORMAL (default): acknowledge a report once committed and handed to
+    /// the operating system; FULL: once fsynced to disk (ours, not pyzord's)
     #[arg(long = "sqlite-synchronous")]
     pub sqlite_synchronous: Option<String>,
     /// print version and exit

@@ -61,7 +61,7 @@ pub struct ServerConfig {
     pub metrics_address: Option<String>,
     /// Ours: how often to log the counters (`MetricsLogInterval`).
     pub metrics_log_interval_secs: u64,
-    /// Ours: `SqliteSynchronous = FULL` (the default) or `NORMAL`.
+    /// Ours: `SqliteSynchronous = NORMAL` (the default) or `FULL`.
     pub durability: Durability,
 }
 
@@ -203,7 +203,7 @@ pub fn load(
         })?,
     };
     let durability = match get("sqlitesynchronous").map(|value| value.to_ascii_uppercase()) {
-        None => Durability::Disk,
+        None => Durability::default(),
         Some(value) if value == "FULL" => Durability::Disk,
         Some(value) if value == "NORMAL" => Durability::Process,
         Some(value) => {

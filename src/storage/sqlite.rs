@@ -8,7 +8,7 @@
 //! connections and, thanks to WAL, never wait for the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -74,13 +74,15 @@ pub struct SqliteStorage {
     path: PathBuf,
     writes: mpsc::UnboundedSender<Write>,
     readers: Mutex<Vec<Connection>>,
+    /// Dropped with the storage, which ends the checkpoint thread.
+    _alive: Arc<()>,
 }
 
 impl SqliteStorage {
     /// Opens or creates the database file and starts its writer thread,
-    /// acknowledging writes once they are on disk.
+    /// with the default durability.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        Self::open_with(path, Durability::Disk)
+        Self::open_with(path, Durability::default())
     }
 
     /// [`SqliteStorage::open`] with a chosen durability.
@@ -93,16 +95,28 @@ impl SqliteStorage {
             Durability::Process => "NORMAL",
         };
         writer.pragma_update(None, "synchronous", synchronous)?;
+        // Checkpoints run on their own thread so that the writer never waits
+        // for the fsyncs a checkpoint makes.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.execute_batch(SCHEMA)?;
         let (writes, queue) = mpsc::unbounded_channel();
         thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || write_loop(writer, queue))
             .map_err(|_| StorageError::WriterGone)?;
+        let alive = Arc::new(());
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        let token = Arc::downgrade(&alive);
+        thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, token))
+            .map_err(|_| StorageError::WriterGone)?;
         Ok(Self {
             path: path.to_owned(),
             writes,
             readers: Mutex::new(Vec::new()),
+            _alive: alive,
         })
     }
 
@@ -211,6 +225,22 @@ impl Storage for SqliteStorage {
         let breakpoint = now_secs().saturating_sub(i64::try_from(max_age_secs).unwrap_or(0));
         Box::pin(self.send(move |reply| Write::Cleanup(breakpoint, reply)))
     }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Copies the WAL into the database file in the background (PASSIVE: it
+/// never blocks the writer or the readers) until the storage is dropped.
+fn checkpoint_loop(connection: Connection, alive: Weak<()>) {
+    while alive.upgrade().is_some() {
+        thread::sleep(CHECKPOINT_PERIOD);
+        let result = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(error) = result {
+            tracing::debug!(%error, "wal checkpoint failed");
+        }
+    }
+    let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 /// The writer thread: drains the queue into one transaction per round.
