@@ -269,8 +269,22 @@ fn redis_is_shared_with_python_pyzord() {
     let digest = "d".repeat(40);
     let report = format!("Op: report\nOp-Digest: {digest}\nThread: 1\nPV: 2.1\n\n");
     let check = format!("Op: info\nOp-Digest: {digest}\nThread: 2\nPV: 2.1\n\n");
+    let key = format!("pyzord.digest_v1.{digest}");
+    let ttl = || -> i64 {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port)).expect("redis url");
+        let mut connection = client.get_connection().expect("connect to redis");
+        redis::cmd("TTL")
+            .arg(&key)
+            .query(&mut connection)
+            .expect("TTL")
+    };
+    // Each engine sets pyzor's EXPIRE of CleanupAge (four months) at a write.
+    let four_months = 60 * 60 * 24 * 30 * 4;
     assert!(ask(ours.address, report.as_bytes(), WAIT).is_some());
+    assert!((four_months - 5..=four_months).contains(&ttl()));
     assert!(ask(python.address, report.as_bytes(), WAIT).is_some());
+    assert!((four_months - 5..=four_months).contains(&ttl()));
     let from_python = ask(python.address, check.as_bytes(), WAIT).expect("python answers");
     let from_ours = ask(ours.address, check.as_bytes(), WAIT).expect("ours answers");
     assert!(

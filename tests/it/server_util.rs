@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pyzor_milter::server::config::DEFAULT_CLEANUP_AGE_SECS;
 use pyzor_milter::server::{self, Context};
 use pyzor_milter::storage::{self, EngineName, Storage};
 
@@ -182,10 +183,11 @@ impl OurServer {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let storage: Arc<dyn Storage> = storage::open(engine, &dsn, Some(3600))
-                    .await
-                    .expect("open our storage")
-                    .into();
+                let storage: Arc<dyn Storage> =
+                    storage::open(engine, &dsn, Some(DEFAULT_CLEANUP_AGE_SECS))
+                        .await
+                        .expect("open our storage")
+                        .into();
                 let context = Context::from_files(
                     storage,
                     homedir.join("pyzord.passwd"),
