@@ -744,3 +744,41 @@ fn ipv6_and_sigterm() {
     let status = child.0.wait().expect("exit");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn sigusr1_reloads_the_access_files() {
+    let home = temp_dir();
+    let port = crate::server_util::free_port(true);
+    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
+        .args(["pyzord", "--homedir"])
+        .arg(home.path())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start our pyzord");
+    let child = crate::server_util::ChildGuard(child);
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let whitelist = b"Op: whitelist\nOp-Digest: abc\nThread: 7\nPV: 2.1\n\n";
+    crate::server_util::wait_for("our pyzord", Duration::from_secs(20), || {
+        ask(address, whitelist, Duration::from_millis(200)).is_some()
+    });
+    let code = |answer: Option<Vec<u8>>| answer.map(|bytes| bytes[..9].to_vec());
+    assert_eq!(
+        code(ask(address, whitelist, WAIT)),
+        Some(b"Code: 403".to_vec())
+    );
+    std::fs::write(
+        home.path().join("pyzord.access"),
+        "all : anonymous : allow\n",
+    )
+    .expect("acl");
+    // SAFETY: kill only sends a signal to the child we started.
+    assert_eq!(
+        unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGUSR1) },
+        0
+    );
+    crate::server_util::wait_for("the reload", Duration::from_secs(10), || {
+        code(ask(address, whitelist, WAIT)) == Some(b"Code: 200".to_vec())
+    });
+}
