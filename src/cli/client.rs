@@ -56,7 +56,8 @@ const HOME_FILES: [&str; 4] = ["LogFile", "ServersFile", "AccountsFile", "LocalW
              'local_unwhitelist').",
     disable_version_flag = true,
     disable_help_flag = true,
-    infer_long_args = true
+    infer_long_args = true,
+    args_override_self = true
 )]
 pub struct Args {
     #[arg(short = 'h', long = "help", help = "show this help message and exit")]

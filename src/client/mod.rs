@@ -277,7 +277,15 @@ async fn exchange(
     if timeout.is_zero() {
         // Python's `settimeout(0)` makes the socket non-blocking: a read
         // that finds nothing fails at once.
-        let (length, _) = socket.try_recv_from(&mut buffer).map_err(receive_error)?;
+        let (length, _) = socket.try_recv_from(&mut buffer).map_err(|error| {
+            // tokio reports "not ready" without an OS code; Python shows
+            // the EAGAIN of its non-blocking read.
+            if error.kind() == io::ErrorKind::WouldBlock && error.raw_os_error().is_none() {
+                receive_error(io::Error::from_raw_os_error(libc::EAGAIN))
+            } else {
+                receive_error(error)
+            }
+        })?;
         buffer.truncate(length);
         return Ok(buffer);
     }

@@ -84,6 +84,10 @@ fn server_that_never_answers() {
     let spam = message("Nobody answers for this one.");
     let home = Home::new(&[line(silent.address)]);
     compare(&home, &["-t", "1", "check"], &spam);
+    // Timeout 0: Python's non-blocking read fails with EAGAIN at once.
+    compare(&home, &["-t", "0", "check"], &spam);
+    // A negative timeout: Python crashes after sending.
+    compare(&home, &["-t", "-1", "check"], &spam);
     compare(&home, &["-t", "1", "ping"], b"");
     let home = Home::new(&[line(server.address), line(silent.address)]);
     compare_masked(&home, &["-t", "1", "report"], &spam, sorted_lines);
@@ -195,6 +199,12 @@ fn config_file_and_home_files() {
     compare(&home, &["check"], &spam);
     compare(&home, &["-r", "0", "check"], &spam);
     compare(&home, &["--servers-file", "elsewhere", "ping"], b"");
+    // optparse: repeated options (the last wins) and abbreviated ones.
+    compare(
+        &home,
+        &["-t", "9", "--time=3", "--report-th", "0", "check"],
+        &spam,
+    );
 }
 
 #[test]
@@ -268,8 +278,11 @@ fn genkey_from_stdin() {
     compare(&home, &["genkey"], b"one\ntwo\n");
 }
 
+/// A named way to answer a request badly.
+type BadAnswer = (&'static str, fn(&str) -> Vec<u8>);
+
 /// Servers that answer badly, each answer built from the request.
-fn bad_answers() -> Vec<(&'static str, fn(&str) -> Vec<u8>)> {
+fn bad_answers() -> Vec<BadAnswer> {
     vec![
         ("no Count", |request| {
             format!(

@@ -42,6 +42,7 @@ pub fn init(log_file: Option<&Path>, debug: bool) -> io::Result<()> {
         None => None,
     };
     let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
         .with_writer(io::stderr)
         .event_format(PythonFormat)
         .with_filter(stderr_level);
