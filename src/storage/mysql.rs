@@ -115,7 +115,11 @@ impl MysqlStorage {
         let (opts, table) = parse_dsn(dsn, env_port.as_deref())?;
         let pool = Pool::new(opts);
         let mut connection = pool.get_conn().await?;
-        connection.query_drop(create_table(&table)).await?;
+        // pyzor expects the table to exist; creating it is a courtesy that
+        // a user without the CREATE privilege does without.
+        if let Err(error) = connection.query_drop(create_table(&table)).await {
+            tracing::warn!(table, %error, "cannot create the table; using it as it is");
+        }
         Ok(Self { pool, table })
     }
 }
