@@ -343,6 +343,8 @@ fn pyzord(args: PyzordArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&homedir)
             .with_context(|| format!("cannot create the homedir \"{}\"", homedir.display()))?;
     }
+    // Absolute, so that the files stay found after `--detach` changes to /.
+    let homedir = std::fs::canonicalize(&homedir).unwrap_or(homedir);
     let config = config::load(&homedir, &args.overrides())?;
     if let Some(output) = &args.detach {
         detach(output, &config.pid_file)?;
@@ -356,7 +358,14 @@ fn pyzord(args: PyzordArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    let pid_file = args.detach.is_some().then(|| config.pid_file.clone());
     let outcome = runtime.block_on(serve(config));
+    // pyzord removes its pid file when it stops after `--detach`.
+    if let Some(pid_file) = pid_file
+        && let Err(error) = std::fs::remove_file(&pid_file)
+    {
+        tracing::warn!(file = %pid_file.display(), %error, "unable to remove the pid file");
+    }
     if let Err(error) = &outcome {
         tracing::error!("{error:#}");
     }
