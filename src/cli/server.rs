@@ -278,39 +278,54 @@ fn log_writer(path: Option<&Path>) -> anyhow::Result<BackgroundWriter> {
     Ok(BackgroundWriter::start(out))
 }
 
-/// Installs the log subscribers: pyzord's log to stderr or LogFile, and
-/// the usage log (target `pyzord-usage`) to UsageLogFile, or with the rest
-/// when there is none.
+/// Installs the log subscribers as pyzord's `setup_logging` does: stderr
+/// shows errors only (everything with `-d`); LogFile gets pyzord's lines
+/// from INFO up, UsageLogFile the usage lines (target `pyzord-usage`). With
+/// no file and no `-d`, the usage lines go nowhere, as in pyzord. RUST_LOG,
+/// when set, replaces the stderr level.
 fn init_logging(
     debug: bool,
     log_file: Option<&Path>,
     usage_log_file: Option<&Path>,
 ) -> anyhow::Result<()> {
+    use tracing::Level;
     use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::{EnvFilter, Targets, filter_fn};
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let level = if debug { "debug" } else { "info" };
-    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let separate_usage = usage_log_file.is_some();
-    let main = tracing_subscriber::fmt::layer()
+    let stderr_level = if debug { "debug" } else { "error" };
+    let file_level = if debug { Level::DEBUG } else { Level::INFO };
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(false)
-        .with_writer(log_writer(log_file)?)
-        .with_filter(filter_fn(move |meta| {
-            !(separate_usage && meta.target() == USAGE_TARGET)
-        }))
-        .with_filter(env);
+        .with_writer(log_writer(None)?)
+        .with_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(stderr_level)),
+        );
+    let file = match log_file {
+        Some(path) => Some(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(log_writer(Some(path))?)
+                .with_filter(
+                    Targets::new()
+                        .with_default(file_level)
+                        .with_target(USAGE_TARGET, LevelFilter::OFF),
+                ),
+        ),
+        None => None,
+    };
     let usage = match usage_log_file {
         Some(path) => Some(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_writer(log_writer(Some(path))?)
-                .with_filter(Targets::new().with_target(USAGE_TARGET, tracing::Level::INFO)),
+                .with_filter(Targets::new().with_target(USAGE_TARGET, file_level)),
         ),
         None => None,
     };
     let _ = tracing_subscriber::registry()
-        .with(main)
+        .with(stderr)
+        .with(file)
         .with(usage)
         .try_init();
     Ok(())
@@ -365,9 +380,6 @@ fn pyzord(args: PyzordArgs) -> anyhow::Result<()> {
         && let Err(error) = std::fs::remove_file(&pid_file)
     {
         tracing::warn!(file = %pid_file.display(), %error, "unable to remove the pid file");
-    }
-    if let Err(error) = &outcome {
-        tracing::error!("{error:#}");
     }
     flush_logs();
     outcome
