@@ -7,6 +7,7 @@
 //! boxed and turned into exit codes.
 
 mod client;
+mod generate;
 mod migrate;
 mod milter;
 mod server;
@@ -59,6 +60,9 @@ pub fn main(mut args: Vec<OsString>) -> ExitCode {
         if PERSONALITY_LINKS.contains(&name.as_str()) {
             args.insert(1, OsString::from(name));
         }
+    }
+    if args.get(1).is_some_and(|word| word == generate::COMMAND) {
+        return generate::main(&args[2..]);
     }
     let cli = Cli::parse_from(args);
     match cli.command {
