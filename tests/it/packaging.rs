@@ -6,11 +6,12 @@
 //! sample milter configuration: it loads, and each of its keys is
 //! documented in pyzor-milter-milter(8).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pyzor_milter::milter::config as milter_config;
+use pyzor_milter::server::config as server_config;
 
 use crate::util::{Output, manifest_dir, our_binary, reference_pyzor, run, temp_dir};
 
@@ -150,6 +151,7 @@ fn debian_package_installs_what_an_administrator_needs() {
     verify_units(&root, work.path());
     render_man_pages(&root);
     pyzor_link_prints_pythons_version(&root);
+    pyzord_config_fits_its_unit(&root);
 
     // The packaged configuration loads in the packaged binary.
     let check = run_ok(
@@ -198,6 +200,48 @@ fn verify_units(root: &Path, work: &Path) {
             output.stderr_text()
         );
     }
+}
+
+/// The shipped pyzord homedir loads, and every file it names lies in a
+/// directory the unit lets pyzord write (the rest is read-only), which
+/// logrotate rotates for the logs.
+fn pyzord_config_fits_its_unit(root: &Path) {
+    let homedir = root.join("etc/pyzor-milter/pyzord");
+    let config = server_config::load(&homedir, &HashMap::new())
+        .unwrap_or_else(|error| panic!("the packaged pyzord config does not load: {error}"));
+    let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system/pyzord.service"))
+        .expect("the unit is in the package");
+    assert!(
+        unit.contains("ExecStart=/usr/bin/pyzord --homedir /etc/pyzor-milter/pyzord\n"),
+        "{unit}"
+    );
+    let writable = |path: &Path, setting: &str, base: &str| {
+        let name = unit
+            .lines()
+            .find_map(|line| line.strip_prefix(setting))
+            .unwrap_or_else(|| panic!("pyzord.service has no {setting}"));
+        assert_eq!(
+            path.parent(),
+            Some(Path::new(base).join(name).as_path()),
+            "{} is not in the unit's {setting}",
+            path.display()
+        );
+    };
+    writable(Path::new(&config.dsn), "StateDirectory=", "/var/lib");
+    let log_file = config.log_file.expect("the config names a log file");
+    let usage_log_file = config
+        .usage_log_file
+        .expect("the config names a usage log file");
+    writable(&log_file, "LogsDirectory=", "/var/log");
+    writable(&usage_log_file, "LogsDirectory=", "/var/log");
+    writable(&config.pid_file, "RuntimeDirectory=", "/run");
+    let logrotate = std::fs::read_to_string(root.join("etc/logrotate.d/pyzord"))
+        .expect("the logrotate file is in the package");
+    let pattern = format!(
+        "{}/*.log {{",
+        log_file.parent().expect("a directory").display()
+    );
+    assert!(logrotate.contains(&pattern), "{pattern} in {logrotate}");
 }
 
 /// Each page through `man -l` with groff's warnings on: no line on stderr.
