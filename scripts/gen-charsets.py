@@ -194,19 +194,36 @@ def write_cjk_tables():
             value = 0xFFFFFFFF if expected is None else expected
             grids[grid].append((int(cell, 16), value))
     out = [HEADER]
-    out.append("//! Where Python's CJK tables differ from encoding_rs, per grid:\n")
-    out.append("//! sorted (cell, code point) pairs, 0xFFFF_FFFF for undefined.\n\n")
+    out.append("//! Where Python's CJK tables differ from encoding_rs, per grid: the\n")
+    out.append("//! cells Python maps to another code point, sorted (cell, code point),\n")
+    out.append("//! and the runs of cells Python leaves undefined, (first, last).\n")
     for grid in order:
         diffs = sorted(grids[grid])
-        out.append("pub(super) static {}: &[(u16, u32)] = &[\n".format(grid.upper()))
-        for start in range(0, len(diffs), 6):
-            chunk = diffs[start : start + 6]
-            out.append(
-                "    "
-                + " ".join("(0x{:04x}, 0x{:x}),".format(cell, value) for cell, value in chunk)
-                + "\n"
-            )
-        out.append("];\n\n")
+        mapped = [(cell, value) for cell, value in diffs if value != 0xFFFFFFFF]
+        runs = []
+        for cell, value in diffs:
+            if value != 0xFFFFFFFF:
+                continue
+            if runs and runs[-1][1] + 1 == cell:
+                runs[-1][1] = cell
+            else:
+                runs.append([cell, cell])
+        out.append("\npub(super) static {}: Diffs = Diffs {{\n    mapped: &[\n".format(grid.upper()))
+        for start in range(0, len(mapped), 6):
+            chunk = mapped[start : start + 6]
+            out.append("        " + " ".join("(0x{:04x}, 0x{:x}),".format(c, v) for c, v in chunk) + "\n")
+        out.append("    ],\n    undefined: &[\n")
+        for start in range(0, len(runs), 6):
+            chunk = runs[start : start + 6]
+            out.append("        " + " ".join("(0x{:04x}, 0x{:04x}),".format(a, b) for a, b in chunk) + "\n")
+        out.append("    ],\n};\n")
+    out.append(
+        "\n/// One grid's corrections to encoding_rs.\n"
+        "pub(super) struct Diffs {\n"
+        "    pub(super) mapped: &'static [(u16, u32)],\n"
+        "    pub(super) undefined: &'static [(u16, u16)],\n"
+        "}\n"
+    )
     with open(os.path.join(OUT_DIR, "cjk_tables.rs"), "w") as f:
         f.write("".join(out).rstrip("\n") + "\n")
 

@@ -32,7 +32,7 @@ pub(super) struct Grid {
     base: &'static Encoding,
     base_prefix: &'static [u8],
     base_or: u8,
-    diffs: &'static [(u16, u32)],
+    diffs: &'static diffs::Diffs,
 }
 
 const fn grid(
@@ -41,7 +41,7 @@ const fn grid(
     trails: (u8, u8),
     python_codec: &'static str,
     base: &'static Encoding,
-    diffs: &'static [(u16, u32)],
+    diffs: &'static diffs::Diffs,
 ) -> Grid {
     Grid {
         name,
@@ -77,16 +77,16 @@ pub(super) static GRIDS: [Grid; 11] = [
         (0xa1, 0xfe),
         "gb2312",
         GBK,
-        diffs::GB2312,
+        &diffs::GB2312,
     ),
-    grid("gbk", (0x81, 0xfe), (0x40, 0xfe), "gbk", GBK, diffs::GBK),
+    grid("gbk", (0x81, 0xfe), (0x40, 0xfe), "gbk", GBK, &diffs::GBK),
     grid(
         "gb18030",
         (0x81, 0xfe),
         (0x40, 0xfe),
         "gb18030",
         GB18030,
-        diffs::GB18030,
+        &diffs::GB18030,
     ),
     grid(
         "big5",
@@ -94,7 +94,7 @@ pub(super) static GRIDS: [Grid; 11] = [
         (0x40, 0xfe),
         "big5",
         BIG5,
-        diffs::BIG5,
+        &diffs::BIG5,
     ),
     grid(
         "cp950",
@@ -102,7 +102,7 @@ pub(super) static GRIDS: [Grid; 11] = [
         (0x40, 0xfe),
         "cp950",
         BIG5,
-        diffs::CP950,
+        &diffs::CP950,
     ),
     grid(
         "cp949",
@@ -110,7 +110,7 @@ pub(super) static GRIDS: [Grid; 11] = [
         (0x41, 0xfe),
         "cp949",
         EUC_KR,
-        diffs::CP949,
+        &diffs::CP949,
     ),
     // KS X 1001 as the cp949 codec decodes it (euc_kr diverts A4 D4)
     grid(
@@ -119,7 +119,7 @@ pub(super) static GRIDS: [Grid; 11] = [
         (0xa1, 0xfe),
         "cp949",
         EUC_KR,
-        diffs::KSX1001,
+        &diffs::KSX1001,
     ),
     // JIS X 0208 in 7-bit cells as iso2022_jp decodes it (0x2140 is U+FF3C)
     Grid {
@@ -131,7 +131,7 @@ pub(super) static GRIDS: [Grid; 11] = [
             (0x21, 0x7e),
             "iso2022_jp",
             EUC_JP,
-            diffs::JISX0208,
+            &diffs::JISX0208,
         )
     },
     Grid {
@@ -145,7 +145,7 @@ pub(super) static GRIDS: [Grid; 11] = [
             (0x21, 0x7e),
             "euc_jp",
             EUC_JP,
-            diffs::JISX0212,
+            &diffs::JISX0212,
         )
     },
     grid(
@@ -154,7 +154,7 @@ pub(super) static GRIDS: [Grid; 11] = [
         (0x40, 0xfc),
         "cp932",
         SHIFT_JIS,
-        diffs::CP932,
+        &diffs::CP932,
     ),
     grid(
         "big5hkscs",
@@ -162,11 +162,9 @@ pub(super) static GRIDS: [Grid; 11] = [
         (0x40, 0xfe),
         "big5hkscs",
         BIG5,
-        diffs::BIG5HKSCS,
+        &diffs::BIG5HKSCS,
     ),
 ];
-
-const UNDEFINED: u32 = 0xffff_ffff;
 
 impl Grid {
     fn width(&self) -> usize {
@@ -185,10 +183,16 @@ impl Grid {
         probe[..self.base_prefix.len()].copy_from_slice(self.base_prefix);
         probe[length - 2] = lead | self.base_or;
         probe[length - 1] = trail | self.base_or;
-        let decoded = self
-            .base
-            .decode_without_bom_handling_and_without_replacement(&probe[..length])?;
-        let mut chars = decoded.chars();
+        // decode into a stack buffer: a grid build decodes up to 24k probes
+        let mut buffer = [0u8; 16];
+        let text = std::str::from_utf8_mut(&mut buffer).expect("zero bytes are UTF-8");
+        let mut decoder = self.base.new_decoder_without_bom_handling();
+        let (result, read, written) =
+            decoder.decode_to_str_without_replacement(&probe[..length], text, true);
+        if result != encoding_rs::DecoderResult::InputEmpty || read != length {
+            return None;
+        }
+        let mut chars = text[..written].chars();
         match (chars.next(), chars.next()) {
             (Some(c), None) => Some(c),
             _ => None,
@@ -207,11 +211,16 @@ impl Grid {
         self.cells()
             .map(|(lead, trail)| {
                 let key = u16::from_be_bytes([lead, trail]);
-                match self.diffs.binary_search_by_key(&key, |&(cell, _)| cell) {
-                    Ok(index) if self.diffs[index].1 == UNDEFINED => None,
-                    Ok(index) => char::from_u32(self.diffs[index].1),
-                    Err(_) => self.base_cell(lead, trail),
+                let mapped = &self.diffs.mapped;
+                if let Ok(index) = mapped.binary_search_by_key(&key, |&(cell, _)| cell) {
+                    return char::from_u32(mapped[index].1);
                 }
+                let undefined = &self.diffs.undefined;
+                let run = undefined.partition_point(|&(first, _)| first <= key);
+                if run > 0 && key <= undefined[run - 1].1 {
+                    return None;
+                }
+                self.base_cell(lead, trail)
             })
             .collect()
     }
@@ -248,14 +257,33 @@ enum Step {
 }
 
 /// multibytecodec's loop: run `step` until the input is used up, handling
-/// each error as the handler says.
+/// each error as the handler says. Runs of ASCII, which every decoder but
+/// hz's passes through, are copied in one go.
 fn run(
     bytes: &[u8],
     out: &mut Output,
+    step: impl FnMut(&[u8], &mut Output) -> Step,
+) -> Result<(), Invalid> {
+    run_with(bytes, out, true, step)
+}
+
+fn run_with(
+    bytes: &[u8],
+    out: &mut Output,
+    passes_ascii: bool,
     mut step: impl FnMut(&[u8], &mut Output) -> Step,
 ) -> Result<(), Invalid> {
     let mut rest = bytes;
     while !rest.is_empty() {
+        if passes_ascii {
+            let (ascii, tail) = rest.split_at(super::ascii_prefix(rest));
+            out.text
+                .push_str(std::str::from_utf8(ascii).expect("ASCII is UTF-8"));
+            rest = tail;
+            if rest.is_empty() {
+                break;
+            }
+        }
         match step(rest, out) {
             Step::Ok(consumed) => rest = &rest[consumed.min(rest.len())..],
             Step::Error(span) => {
@@ -665,7 +693,7 @@ fn euc_jp(bytes: &[u8], out: &mut Output) -> Result<(), Invalid> {
 
 fn hz(bytes: &[u8], out: &mut Output) -> Result<(), Invalid> {
     let mut gb_mode = false;
-    run(bytes, out, |rest, out| match *rest {
+    run_with(bytes, out, false, |rest, out| match *rest {
         [b'~'] => Step::TooFew,
         [b'~', c2, ..] => {
             match c2 {
