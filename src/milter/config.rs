@@ -541,6 +541,12 @@ mod tests {
     }
 
     #[test]
+    fn sample_config_lists_the_defaults() {
+        let sample = include_str!("../../contrib/pyzor-milter.toml");
+        assert_eq!(parse_text(sample), Ok(Config::default()));
+    }
+
+    #[test]
     fn unknown_key_names_the_line() {
         let error = parse_text("action = \"reject\"\n\nsokcet = \"unix:/x\"\n").unwrap_err();
         assert!(

@@ -7,6 +7,7 @@ mod cli_digest;
 mod client;
 mod client_util;
 mod digest;
+mod milter;
 mod server;
 mod server_util;
 mod spamassassin;
