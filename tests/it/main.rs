@@ -8,6 +8,7 @@ mod client;
 mod client_util;
 mod digest;
 mod milter;
+mod packaging;
 mod server;
 mod server_util;
 mod spamassassin;

@@ -150,6 +150,12 @@ fn debian_package_installs_what_an_administrator_needs() {
     run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root), "");
     verify_units(&root, work.path());
     render_man_pages(&root);
+    for name in ["pyzor-milter", "pyzor", "pyzord"] {
+        let script = root
+            .join("usr/share/bash-completion/completions")
+            .join(name);
+        run_ok(Command::new("bash").arg("-n").arg(&script), "bash -n");
+    }
     pyzor_link_prints_pythons_version(&root);
     pyzord_config_fits_its_unit(&root);
 
