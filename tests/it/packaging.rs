@@ -19,9 +19,6 @@ use crate::util::{Output, manifest_dir, our_binary, reference_pyzor, run, temp_d
 const CARGO_DEB_HINT: &str =
     "cargo-deb is needed: cargo install cargo-deb --version 3.8.0 --locked (scripts/test does)";
 
-/// The indentation of a section's paragraphs in `man`'s output.
-const MAN_MARGIN: usize = 7;
-
 /// The sample milter configuration, installed as a conffile.
 const SAMPLE_CONFIG: &str = "contrib/pyzor-milter.toml";
 
@@ -344,26 +341,40 @@ fn sample_milter_config_loads_and_each_key_is_in_the_man_page() {
         Command::new(our_binary()).arg("generate").arg(work.path()),
         "pyzor-milter generate failed",
     );
-    let page = man_text(&work.path().join("man/pyzor-milter-milter.8"));
-    // The section's lines up to the next heading (a line not indented);
-    // each key begins a tagged paragraph: the first word of a line
-    // indented by the page's left margin only.
-    let documented: BTreeSet<&str> = page
+    let page = work.path().join("man/pyzor-milter-milter.8");
+    man_text(&page);
+    let roff = std::fs::read_to_string(&page).expect("the page is readable");
+    // The section's tagged paragraphs (`.TP`, then the term in bold) up to
+    // the next heading: one per key.
+    let mut documented = BTreeSet::new();
+    let mut lines = roff
         .lines()
-        .skip_while(|line| *line != "CONFIGURATION")
+        .skip_while(|line| *line != ".SH CONFIGURATION")
         .skip(1)
-        .take_while(|line| line.is_empty() || line.starts_with(' '))
-        .filter_map(|line| {
-            let margin = line.len() - line.trim_start().len();
-            (margin == MAN_MARGIN).then(|| line.split_whitespace().next())?
-        })
-        .collect();
+        .take_while(|line| !line.starts_with(".SH"));
+    while let Some(line) = lines.next() {
+        if line == ".TP" {
+            let term = lines.next().expect("a term follows .TP");
+            documented.insert(term.replace("\\fB", "").replace("\\fR", ""));
+        }
+    }
     let undocumented: Vec<&String> = keys
         .iter()
-        .filter(|key| !documented.contains(key.as_str()))
+        .filter(|key| !documented.contains(*key))
         .collect();
     assert!(
         undocumented.is_empty(),
         "keys of {SAMPLE_CONFIG} missing from pyzor-milter-milter(8): {undocumented:?}"
     );
+    // And the page documents no key the loader does not know: a value of
+    // the wrong type is refused for its type, an unknown key for its name.
+    for key in &documented {
+        let error = milter_config::parse(&format!("{key} = {{}}\n"), Path::new("t.toml"))
+            .expect_err("a table is no valid value")
+            .to_string();
+        assert!(
+            !error.contains("unknown field"),
+            "pyzor-milter-milter(8) documents \"{key}\", which the loader refuses: {error}"
+        );
+    }
 }
