@@ -15,7 +15,7 @@ It writes two files, both committed:
 * src/digest/charset/cjk_tables.rs: for each double-byte table the CJK
   decoders consult (defined once, in src/digest/charset/cjk.rs), the cells
   where Python differs from encoding_rs. It runs
-  `cargo test --lib dump_encoding_rs_grids -- --ignored` to learn what
+  `cargo run --example charset_grids` to learn what
   encoding_rs decodes each cell's probe bytes to, then decodes the same cell
   with Python's codec and keeps the differences.
 """
@@ -169,14 +169,13 @@ def python_cell(codec, probe):
 def write_cjk_tables():
     with tempfile.TemporaryDirectory() as tmp:
         dump = os.path.join(tmp, "grids.txt")
-        env = dict(os.environ, PYZOR_CHARSET_DUMP=dump)
-        subprocess.run(
-            ["cargo", "test", "--quiet", "--lib", "dump_encoding_rs_grids", "--", "--ignored"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        with open(dump, "w") as out:
+            subprocess.run(
+                ["cargo", "run", "--quiet", "--example", "charset_grids"],
+                cwd=ROOT,
+                check=True,
+                stdout=out,
+            )
         with open(dump) as f:
             lines = f.read().split("\n")
     grids = {}

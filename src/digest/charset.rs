@@ -33,6 +33,14 @@ mod tables;
 mod tests_data;
 mod unicode;
 
+/// The probe of every double-byte table cell that scripts/gen-charsets.py
+/// compares with Python's codecs to write `cjk_tables.rs` (printed by the
+/// `charset_grids` example). Not part of the digest API.
+#[doc(hidden)]
+pub fn dump_cjk_grids() -> String {
+    cjk::dump_grids()
+}
+
 /// Python's error handlers that pyzor and the email package use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Errors {

@@ -17,11 +17,7 @@ use super::{Invalid, Output, tables};
 
 /// One double-byte table: cells `leads` x `trails`; how Python and
 /// encoding_rs each decode a cell: `prefix` then the two bytes ORed with
-/// `or_mask`. The Python side is read only by the generator's dump.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "read by dump_encoding_rs_grids")
-)]
+/// `or_mask`. The Python side is read only by `dump_grids`, for the generator.
 pub(super) struct Grid {
     pub(super) name: &'static str,
     leads: (u8, u8),
@@ -200,7 +196,6 @@ impl Grid {
     }
 
     /// The bytes whose Python decoding defines the cell.
-    #[cfg(test)]
     fn python_probe(&self, lead: u8, trail: u8) -> Vec<u8> {
         let mut probe = self.python_prefix.to_vec();
         probe.extend([lead | self.python_or, trail | self.python_or]);
@@ -225,7 +220,6 @@ impl Grid {
             .collect()
     }
 
-    #[cfg(test)]
     fn all_cells(&self) -> Vec<(u8, u8)> {
         self.cells().collect()
     }
@@ -722,38 +716,30 @@ fn hz(bytes: &[u8], out: &mut Output) -> Result<(), Invalid> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Writes every grid cell's probes for scripts/gen-charsets.py: one line
-    /// per cell, "grid python_codec cell python_probe_hex base_code_point".
-    #[test]
-    #[ignore = "run by scripts/gen-charsets.py"]
-    fn dump_encoding_rs_grids() {
-        let path =
-            std::env::var("PYZOR_CHARSET_DUMP").expect("PYZOR_CHARSET_DUMP names the output file");
-        let mut dump = String::new();
-        for grid in &GRIDS {
-            for (lead, trail) in grid.all_cells() {
-                let base = grid
-                    .base_cell(lead, trail)
-                    .map_or("-".to_owned(), |c| format!("{:x}", u32::from(c)));
-                let probe: String = grid
-                    .python_probe(lead, trail)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                dump.push_str(&format!(
-                    "{} {} {:04x} {} {}\n",
-                    grid.name,
-                    grid.python_codec,
-                    u16::from_be_bytes([lead, trail]),
-                    probe,
-                    base
-                ));
-            }
+/// Every grid cell's probes, for scripts/gen-charsets.py (through the
+/// `charset_grids` example): one line per cell, "grid python_codec cell
+/// python_probe_hex base_code_point".
+pub(super) fn dump_grids() -> String {
+    let mut dump = String::new();
+    for grid in &GRIDS {
+        for (lead, trail) in grid.all_cells() {
+            let base = grid
+                .base_cell(lead, trail)
+                .map_or("-".to_owned(), |c| format!("{:x}", u32::from(c)));
+            let probe: String = grid
+                .python_probe(lead, trail)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            dump.push_str(&format!(
+                "{} {} {:04x} {} {}\n",
+                grid.name,
+                grid.python_codec,
+                u16::from_be_bytes([lead, trail]),
+                probe,
+                base
+            ));
         }
-        std::fs::write(path, dump).expect("dump file is writable");
     }
+    dump
 }
