@@ -334,7 +334,16 @@ fn init_logging(
 /// Runs pyzord until SIGTERM or SIGINT.
 pub fn run_pyzord(args: PyzordArgs) -> ExitCode {
     if args.version {
-        eprintln!("pyzord {}", env!("CARGO_PKG_VERSION"));
+        // As pyzord: the program path and the pyzor version we speak, on
+        // stderr.
+        let program = std::env::args_os()
+            .next()
+            .unwrap_or_else(|| std::ffi::OsString::from("pyzord"));
+        eprintln!(
+            "{} {}",
+            program.to_string_lossy(),
+            super::client::PYZOR_VERSION
+        );
         return ExitCode::SUCCESS;
     }
     match pyzord(args) {

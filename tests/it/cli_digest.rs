@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Output, corpus_files, our_binary, reference_pyzor, run, temp_dir};
+use crate::util::{
+    Output, corpus_files, our_binary, reference_pyzor, reference_pyzord, run, temp_dir,
+};
 
 /// The `From ` line put before corpus messages that lack one.
 const MBOX_FROM_LINE: &[u8] = b"From pyzor-test@example.com Mon Jan  1 00:00:00 2024\n";
@@ -166,6 +168,33 @@ fn binary_started_as_pyzor_acts_as_pyzor() {
             &format!("pyzor {} through a link named pyzor", args.join(" ")),
             &python,
             &ours,
+        );
+    }
+}
+
+/// `-V` through links named `pyzor` and `pyzord` prints what Python's
+/// scripts print (the program path, then pyzor's version), on the same
+/// stream, with the same exit code.
+#[test]
+fn version_through_links_matches_python() {
+    let dir = temp_dir();
+    for (name, python) in [("pyzor", reference_pyzor()), ("pyzord", reference_pyzord())] {
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink(our_binary(), &link).expect("a symlink can be made");
+        let theirs = run(Command::new(&python).arg("-V"), b"");
+        let ours = run(Command::new(&link).arg("-V"), b"");
+        let python_path = python.to_string_lossy().into_owned();
+        let link_path = link.to_string_lossy().into_owned();
+        assert_eq!(ours.exit(), theirs.exit(), "{name} -V exit code");
+        assert_eq!(
+            ours.stdout_text().replace(&link_path, "PROGRAM"),
+            theirs.stdout_text().replace(&python_path, "PROGRAM"),
+            "{name} -V stdout"
+        );
+        assert_eq!(
+            ours.stderr_text().replace(&link_path, "PROGRAM"),
+            theirs.stderr_text().replace(&python_path, "PROGRAM"),
+            "{name} -V stderr"
         );
     }
 }
