@@ -10,6 +10,7 @@
 //! This module does no I/O, no logging and reads no clock: the caller picks
 //! the Thread id and the timestamp.
 
+pub mod header;
 pub mod signing;
 
 use std::fmt;
@@ -190,37 +191,11 @@ impl Response {
     /// Reads the header block; never fails (missing fields are found by
     /// [`Response::verify`]).
     pub fn parse(datagram: &[u8]) -> Response {
-        let text = String::from_utf8_lossy(datagram);
-        let mut fields: Vec<(String, String)> = Vec::new();
-        for line in split_keeping_ends(&text) {
-            if !is_header_line(line) {
-                break;
-            }
-            if line.starts_with([' ', '\t']) {
-                // A continuation line; one before any field is a defect
-                // that Python skips.
-                if let Some((_, value)) = fields.last_mut() {
-                    value.push_str(line);
-                }
-                continue;
-            }
-            if line.starts_with("From ") {
-                // Python takes a first "From " line as the Unix From line
-                // and skips later ones as defects: never a field.
-                continue;
-            }
-            match line.split_once(':') {
-                Some(("", _)) | None => continue,
-                Some((name, value)) => fields.push((
-                    name.to_owned(),
-                    value.trim_start_matches([' ', '\t']).to_owned(),
-                )),
-            }
-        }
-        for (_, value) in &mut fields {
-            let kept = value.trim_end_matches(['\r', '\n']).len();
-            value.truncate(kept);
-        }
+        let fields = header::parse(datagram)
+            .fields
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .collect();
         Response { fields }
     }
 
@@ -297,45 +272,6 @@ impl Response {
     pub fn counts(&self) -> Result<(i64, i64), ResponseError> {
         Ok((self.required_int("Count")?, self.required_int("WL-Count")?))
     }
-}
-
-/// Lines with their ends, split at CRLF, CR or LF as the `email` parser
-/// splits them.
-fn split_keeping_ends(text: &str) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let mut lines = Vec::new();
-    let mut start = 0;
-    let mut index = 0;
-    while index < bytes.len() {
-        let end = match bytes[index] {
-            b'\r' if bytes.get(index + 1) == Some(&b'\n') => index + 2,
-            b'\r' | b'\n' => index + 1,
-            _ => {
-                index += 1;
-                continue;
-            }
-        };
-        lines.push(&text[start..end]);
-        start = end;
-        index = end;
-    }
-    if start < text.len() {
-        lines.push(&text[start..]);
-    }
-    lines
-}
-
-/// The `email` parser's `headerRE`: `From `, a field name of printable
-/// ASCII without `:` followed by `:`, or a continuation blank.
-fn is_header_line(line: &str) -> bool {
-    if line.starts_with("From ") || line.starts_with([' ', '\t']) {
-        return true;
-    }
-    let name_len = line
-        .bytes()
-        .take_while(|&b| (b'!'..=b'~').contains(&b) && b != b':')
-        .count();
-    line.as_bytes().get(name_len) == Some(&b':')
 }
 
 /// Python's `int(text)` for base 10: blanks around, an optional sign,

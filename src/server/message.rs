@@ -10,61 +10,14 @@
 
 use std::fmt::Write as _;
 
-/// Python pyzord's `max_packet_size`: longer datagrams are cut there.
-pub const MAX_DATAGRAM: usize = 8192;
-
-/// The protocol version pyzord answers with (`pyzor.proto_version`).
-pub const PROTOCOL_VERSION: &str = "2.1";
+use crate::protocol::header;
+pub use crate::protocol::{MAX_PACKET_SIZE as MAX_DATAGRAM, PROTOCOL_VERSION};
 
 /// A parsed request: its headers in order and the body after them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
-}
-
-/// Splits after each line end (`\r\n`, `\r` or `\n`), keeping the ends, as
-/// the feedparser's `NLCRE_crack` does.
-fn lines(data: &[u8]) -> Vec<&[u8]> {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    let mut index = 0;
-    while index < data.len() {
-        let end = match data[index] {
-            b'\r' if data.get(index + 1) == Some(&b'\n') => index + 2,
-            b'\r' | b'\n' => index + 1,
-            _ => {
-                index += 1;
-                continue;
-            }
-        };
-        lines.push(&data[start..end]);
-        start = end;
-        index = end;
-    }
-    if start < data.len() {
-        lines.push(&data[start..]);
-    }
-    lines
-}
-
-/// The feedparser's `headerRE`: `^(From |[\041-\071\073-\176]*:|[\t ])`.
-fn is_header_line(line: &[u8]) -> bool {
-    if line.starts_with(b"From ") || matches!(line.first(), Some(b' ' | b'\t')) {
-        return true;
-    }
-    let name_len = line
-        .iter()
-        .take_while(|&&b| (0x21..=0x7e).contains(&b) && b != b':')
-        .count();
-    line.get(name_len) == Some(&b':')
-}
-
-fn trim_line_end(mut value: &[u8]) -> &[u8] {
-    while let [rest @ .., b'\r' | b'\n'] = value {
-        value = rest;
-    }
-    value
 }
 
 impl Message {
@@ -84,44 +37,11 @@ impl Message {
         }
         data.push(b'\n');
 
-        let all = lines(&data);
-        let mut message = Message::default();
-        let mut header_lines: Vec<Vec<&[u8]>> = Vec::new();
-        let mut body_from = all.len();
-        for (number, line) in all.iter().enumerate() {
-            if !is_header_line(line) {
-                let blank = matches!(*line, b"\n" | b"\r" | b"\r\n");
-                body_from = if blank { number + 1 } else { number };
-                break;
-            }
-            if matches!(line.first(), Some(b' ' | b'\t')) {
-                // A continuation without a header before it is dropped.
-                if let Some(last) = header_lines.last_mut() {
-                    last.push(line);
-                }
-            } else if line.starts_with(b"From ") {
-                // The envelope line (first) or a misplaced one: not a header.
-            } else if line.first() != Some(&b':') {
-                header_lines.push(vec![line]);
-            }
+        let block = header::parse(&data);
+        Message {
+            headers: block.fields,
+            body: data[block.body_start..].to_vec(),
         }
-        for source in header_lines {
-            let first = source[0];
-            let colon = first.iter().position(|&b| b == b':').unwrap_or(first.len());
-            let name = String::from_utf8_lossy(&first[..colon]).into_owned();
-            let mut value: Vec<u8> = first[(colon + 1).min(first.len())..]
-                .iter()
-                .copied()
-                .skip_while(|b| matches!(b, b' ' | b'\t'))
-                .collect();
-            for continuation in &source[1..] {
-                value.extend_from_slice(continuation);
-            }
-            let value = trim_line_end(&value).to_vec();
-            message.headers.push((name, value));
-        }
-        message.body = all[body_from.min(all.len())..].concat();
-        message
     }
 
     /// The first value of a header.
