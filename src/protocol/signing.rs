@@ -70,10 +70,7 @@ pub fn python_strip(text: &str) -> &str {
     text.trim_matches(is_python_space)
 }
 
-/// Whether Python's `str.isspace()` holds for this character.
-pub fn is_python_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
+pub use crate::digest::normalize::is_python_space;
 
 #[cfg(test)]
 mod tests {
