@@ -4,6 +4,7 @@
 
 mod miltertest;
 mod postfix;
+mod sendmail;
 mod util;
 
 use std::time::{Duration, Instant};
