@@ -73,8 +73,8 @@ impl fmt::Debug for Digest {
 pub fn digest(message: &[u8]) -> Digest {
     let lines = predigest(message);
     let mut hasher = Sha1::new();
-    for line in selected(&lines) {
-        hasher.update(line.as_bytes());
+    for index in selected(lines.len()) {
+        hasher.update(lines.get(index).as_bytes());
     }
     Digest(hasher.finalize().into())
 }
@@ -83,38 +83,34 @@ pub fn digest(message: &[u8]) -> Digest {
 /// hashed: what `pyzor predigest` prints, one per line.
 pub fn predigest_lines(message: &[u8]) -> Vec<String> {
     let lines = predigest(message);
-    selected(&lines).map(str::to_owned).collect()
+    selected(lines.len())
+        .map(|index| lines.get(index).to_owned())
+        .collect()
 }
 
 /// Every normalised line long enough to count, in message order.
-fn predigest(message: &[u8]) -> Vec<String> {
-    let mut lines = Vec::new();
+fn predigest(message: &[u8]) -> normalize::Lines {
+    let mut lines = normalize::Lines::default();
     for payload in text_payloads(message) {
-        for line in normalize::split_lines(&payload) {
-            let norm = normalize::normalize(line);
-            if norm.chars().count() >= MIN_LINE_LENGTH {
-                lines.push(norm);
-            }
-        }
+        lines.push_text(&payload);
     }
     lines
 }
 
-/// The lines pyzor hashes: all of them for short messages, otherwise a few
-/// at fixed percentages (an index past the end is skipped, one may repeat).
-fn selected(lines: &[String]) -> impl Iterator<Item = &str> {
-    let picks: Vec<usize> = if lines.len() <= ATOMIC_NUM_LINES {
-        (0..lines.len()).collect()
+/// The indices of the lines pyzor hashes, out of `count`: all of them for
+/// short messages, otherwise a few at fixed percentages (an index past the
+/// end is skipped, one may repeat).
+fn selected(count: usize) -> impl Iterator<Item = usize> {
+    let whole = count <= ATOMIC_NUM_LINES;
+    let spec: &[(usize, usize)] = if whole {
+        &[(0, ATOMIC_NUM_LINES)]
     } else {
-        DIGEST_SPEC
-            .iter()
-            .flat_map(|&(offset, count)| {
-                let start = offset * lines.len() / 100;
-                (start..start + count).filter(|&i| i < lines.len())
-            })
-            .collect()
+        &DIGEST_SPEC
     };
-    picks.into_iter().map(move |i| lines[i].as_str())
+    spec.iter().flat_map(move |&(offset, take)| {
+        let start = offset * count / 100;
+        (start..start + take).filter(move |&i| i < count)
+    })
 }
 
 /// Each part's text, as pyzor's `DataDigester.digest_payloads` yields it.

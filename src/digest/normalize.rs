@@ -13,7 +13,7 @@
 
 /// Python's `str.isspace()` (and `\s` in a `str` pattern): bidirectional
 /// class WS, B or S, or general category Zs, in Unicode 14 (CPython 3.11).
-pub fn is_python_space(c: char) -> bool {
+pub const fn is_python_space(c: char) -> bool {
     matches!(
         c,
         '\t'..='\r'
@@ -31,7 +31,7 @@ pub fn is_python_space(c: char) -> bool {
 }
 
 /// Python's `str.splitlines()` boundaries, `\r\n` counting as one.
-fn is_line_boundary(c: char) -> bool {
+const fn is_line_boundary(c: char) -> bool {
     matches!(
         c,
         '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{1c}'
@@ -42,99 +42,234 @@ fn is_line_boundary(c: char) -> bool {
 /// What `[a-z]` matches under `re.IGNORECASE` in a Python `str` pattern:
 /// ASCII letters, plus the characters whose simple case mapping or sre's
 /// case equivalences lead into a-z (İ, ı, ſ and the Kelvin sign).
-fn is_url_scheme_char(c: char) -> bool {
+const fn is_url_scheme_char(c: char) -> bool {
     c.is_ascii_alphabetic() || matches!(c, '\u{130}' | '\u{131}' | '\u{17f}' | '\u{212a}')
 }
 
-/// The lines of `text` as Python's `str.splitlines()` returns them.
-pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        match rest.char_indices().find(|&(_, c)| is_line_boundary(c)) {
-            None => Some(std::mem::take(&mut rest)),
-            Some((at, c)) => {
-                let line = &rest[..at];
-                let mut next = at + c.len_utf8();
-                if c == '\r' && rest[next..].starts_with('\n') {
-                    next += 1;
+/// How an ASCII byte takes part in splitting and normalising.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Part of a run of non-space characters.
+    Word,
+    /// Python whitespace that does not end a line.
+    Space,
+    /// A `str.splitlines()` boundary (all of them are whitespace too).
+    Boundary,
+    /// NUL, removed before anything else, so invisible.
+    Nul,
+}
+
+/// The class of every ASCII byte, so the common case costs one load.
+const ASCII_CLASS: [Class; 128] = {
+    let mut table = [Class::Word; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8 as char;
+        table[b] = if b == 0 {
+            Class::Nul
+        } else if is_line_boundary(c) {
+            Class::Boundary
+        } else if is_python_space(c) {
+            Class::Space
+        } else {
+            Class::Word
+        };
+        b += 1;
+    }
+    table
+};
+
+/// The class of any character.
+fn class_of(c: char) -> Class {
+    if c.is_ascii() {
+        ASCII_CLASS[c as usize]
+    } else if is_line_boundary(c) {
+        Class::Boundary
+    } else if is_python_space(c) {
+        Class::Space
+    } else {
+        Class::Word
+    }
+}
+
+/// Normalised lines long enough to count, gathered from one or more texts
+/// in one buffer: what pyzor's `DataDigester` keeps of `splitlines()` over
+/// each payload after `normalize` and the length rule.
+///
+/// Splitting, normalising and counting code points are done in one pass:
+/// every line boundary is also whitespace, so runs of non-space characters
+/// never cross lines and each line's kept text is the concatenation of what
+/// survives of its runs.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// The kept lines, back to back.
+    text: String,
+    /// Each kept line's byte range in `text`.
+    bounds: Vec<(usize, usize)>,
+}
+
+impl Lines {
+    /// Splits `text` as `str.splitlines()` and keeps each line whose
+    /// normalised form has at least `MIN_LINE_LENGTH` code points.
+    pub fn push_text(&mut self, text: &str) {
+        let bytes = text.as_bytes();
+        let mut line = LineState::new(self.text.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            let byte = bytes[at];
+            let (c, class, width) = if byte.is_ascii() {
+                (byte as char, ASCII_CLASS[byte as usize], 1)
+            } else {
+                let c = text[at..].chars().next().expect("at is a char boundary");
+                (c, class_of(c), c.len_utf8())
+            };
+            at += width;
+            match class {
+                Class::Word => line.run.push(c),
+                Class::Nul => {}
+                Class::Space => line.end_run(&mut self.text),
+                Class::Boundary => {
+                    if c == '\r' && bytes.get(at) == Some(&b'\n') {
+                        at += 1;
+                    }
+                    line.end_run(&mut self.text);
+                    self.end_line(&mut line);
                 }
-                rest = &rest[next..];
-                Some(line)
             }
         }
-    })
-}
-
-/// pyzor's `DataDigester.normalize` of one line.
-pub fn normalize(line: &str) -> String {
-    // NUL is removed before any pattern runs, so it neither counts towards a
-    // run's length nor separates runs.
-    let without_nul;
-    let line = if line.contains('\0') {
-        without_nul = line.replace('\0', "");
-        without_nul.as_str()
-    } else {
-        line
-    };
-    let mut out = String::with_capacity(line.len());
-    for run in line.split(is_python_space).filter(|run| !run.is_empty()) {
-        out.push_str(keep_of_run(run));
+        line.end_run(&mut self.text);
+        self.end_line(&mut line);
     }
-    out
+
+    /// Keeps the line just finished if it is long enough, drops it
+    /// otherwise, and starts the next one.
+    fn end_line(&mut self, line: &mut LineState) {
+        if line.chars >= crate::digest::MIN_LINE_LENGTH {
+            self.bounds.push((line.start, self.text.len()));
+        } else {
+            self.text.truncate(line.start);
+        }
+        *line = LineState::new(self.text.len());
+    }
+
+    /// How many lines were kept.
+    pub fn len(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// Whether no line was kept.
+    pub fn is_empty(&self) -> bool {
+        self.bounds.is_empty()
+    }
+
+    /// The kept line at `index`, in message order.
+    pub fn get(&self, index: usize) -> &str {
+        let (start, end) = self.bounds[index];
+        &self.text[start..end]
+    }
 }
 
-/// What survives of one maximal run of non-space characters.
-fn keep_of_run(run: &str) -> &str {
-    let mut chars = [('\0', 0usize); 10];
-    let mut len = 0;
-    for (at, c) in run.char_indices() {
+/// The line being normalised: where it starts in the output, how many code
+/// points it has so far, and the run of non-space characters being read.
+struct LineState {
+    start: usize,
+    chars: usize,
+    run: Run,
+}
+
+impl LineState {
+    fn new(start: usize) -> Self {
+        LineState {
+            start,
+            chars: 0,
+            run: Run::default(),
+        }
+    }
+
+    /// Appends what survives of the current run to `out`.
+    fn end_run(&mut self, out: &mut String) {
+        let kept = self.run.kept();
+        for &c in kept {
+            out.push(c);
+        }
+        self.chars += kept.len();
+        self.run.len = 0;
+    }
+}
+
+/// The first characters of a maximal run of non-space characters (NUL
+/// left out): a run of ten or more is dropped whole by `\S{10,}`, so no
+/// more need be held.
+#[derive(Default)]
+struct Run {
+    chars: [char; RUN_LIMIT],
+    len: usize,
+}
+
+/// `\S{10,}`: runs this long are removed.
+const RUN_LIMIT: usize = 10;
+
+impl Run {
+    fn push(&mut self, c: char) {
+        if self.len < RUN_LIMIT {
+            self.chars[self.len] = c;
+            self.len += 1;
+        }
+    }
+
+    /// What survives of the run once the patterns have been applied.
+    fn kept(&self) -> &[char] {
+        let len = self.len;
         // `\S{10,}`: the whole run goes.
-        if len == chars.len() {
-            return "";
+        if len == RUN_LIMIT {
+            return &[];
         }
-        chars[len] = (c, at);
-        len += 1;
-    }
-    if len == chars.len() {
-        return "";
-    }
-    let chars = &chars[..len];
-    // `\S+@\S+`: an @ with something before and after it takes the run.
-    if len >= 3 && chars[1..len - 1].iter().any(|&(c, _)| c == '@') {
-        return "";
-    }
-    // `[a-z]+:\S+`: from the start of the first letter run that is followed
-    // by a colon and at least one more character, to the end of the run.
-    let mut i = 0;
-    while i < len {
-        if !is_url_scheme_char(chars[i].0) {
-            i += 1;
-            continue;
+        let chars = &self.chars[..len];
+        // `\S+@\S+`: an @ with something before and after it takes the run.
+        if len >= 3 && chars[1..len - 1].contains(&'@') {
+            return &[];
         }
-        let start = chars[i].1;
-        while i < len && is_url_scheme_char(chars[i].0) {
-            i += 1;
+        // `[a-z]+:\S+`: from the start of the first letter run that is
+        // followed by a colon and at least one more character, to the end.
+        let mut i = 0;
+        while i < len {
+            if !is_url_scheme_char(chars[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < len && is_url_scheme_char(chars[i]) {
+                i += 1;
+            }
+            if i + 1 < len && chars[i] == ':' {
+                return &chars[..start];
+            }
         }
-        if i + 1 < len && chars[i].0 == ':' {
-            return &run[..start];
-        }
+        chars
     }
-    run
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn kept(text: &str) -> Vec<String> {
+        let mut lines = Lines::default();
+        lines.push_text(text);
+        (0..lines.len()).map(|i| lines.get(i).to_owned()).collect()
+    }
+
     #[test]
     fn splits_lines_like_python() {
-        // Expected: "a\rb\r\nc\x1cd\u2028e\n".splitlines() in CPython 3.11.
-        let lines: Vec<&str> = split_lines("a\rb\r\nc\u{1c}d\u{2028}e\n").collect();
-        assert_eq!(lines, ["a", "b", "c", "d", "e"]);
-        assert_eq!(split_lines("\n\nx").collect::<Vec<_>>(), ["", "", "x"]);
+        // Expected: [pyzor's normalize(l) for l in
+        // "aaaaaaaa\rb b b b b b b b\r\ncccccccc\x1cdd\x00dddddd\u2028e\u3000eeeeeee\x85ff\n"
+        // .splitlines()] in CPython 3.11, lines under 8 code points left out.
+        let text = "aaaaaaaa\rb b b b b b b b\r\ncccccccc\u{1c}dd\0dddddd\u{2028}e\u{3000}eeeeeee\u{85}ff\n";
+        assert_eq!(
+            kept(text),
+            ["aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd", "eeeeeeee"]
+        );
+        assert!(kept("\n\nx").is_empty());
     }
 
     /// Random lines through splitlines, normalize and the length rule,
@@ -148,10 +283,7 @@ mod tests {
             let (input, expected) = record.split_once('\t').expect("two columns");
             let input = String::from_utf8(hex::decode(input).expect("hex")).expect("utf-8");
             let expected = String::from_utf8(hex::decode(expected).expect("hex")).expect("utf-8");
-            let kept: Vec<String> = split_lines(&input)
-                .map(normalize)
-                .filter(|line| line.chars().count() >= crate::digest::MIN_LINE_LENGTH)
-                .collect();
+            let kept = kept(&input);
             if kept.join("\0") != expected {
                 mismatches.push((input, expected, kept));
             }
