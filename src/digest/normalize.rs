@@ -46,7 +46,7 @@ const fn is_url_scheme_char(c: char) -> bool {
     c.is_ascii_alphabetic() || matches!(c, '\u{130}' | '\u{131}' | '\u{17f}' | '\u{212a}')
 }
 
-/// How an ASCII byte takes part in splitting and normalising.
+/// How a character takes part in splitting and normalising.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     /// Part of a run of non-space characters.
@@ -57,11 +57,13 @@ enum Class {
     Boundary,
     /// NUL, removed before anything else, so invisible.
     Nul,
+    /// In [`BYTE_CLASS`] only: a byte of a non-ASCII character, to decode.
+    NonAscii,
 }
 
-/// The class of every ASCII byte, so the common case costs one load.
-const ASCII_CLASS: [Class; 128] = {
-    let mut table = [Class::Word; 128];
+/// The class of every byte, so an ASCII character costs one load.
+const BYTE_CLASS: [Class; 256] = {
+    let mut table = [Class::NonAscii; 256];
     let mut b = 0;
     while b < 128 {
         let c = b as u8 as char;
@@ -79,16 +81,26 @@ const ASCII_CLASS: [Class; 128] = {
     table
 };
 
-/// The class of any character.
-fn class_of(c: char) -> Class {
-    if c.is_ascii() {
-        ASCII_CLASS[c as usize]
-    } else if is_line_boundary(c) {
+/// The class of a non-ASCII character.
+fn class_of_non_ascii(c: char) -> Class {
+    if is_line_boundary(c) {
         Class::Boundary
     } else if is_python_space(c) {
         Class::Space
     } else {
         Class::Word
+    }
+}
+
+/// The class of the character at `at` in `text`, and its length in bytes.
+#[inline]
+fn class_at(text: &str, at: usize) -> (Class, usize) {
+    match BYTE_CLASS[usize::from(text.as_bytes()[at])] {
+        Class::NonAscii => {
+            let c = text[at..].chars().next().expect("at is a char boundary");
+            (class_of_non_ascii(c), c.len_utf8())
+        }
+        class => (class, 1),
     }
 }
 
@@ -113,43 +125,40 @@ impl Lines {
     /// normalised form has at least `MIN_LINE_LENGTH` code points.
     pub fn push_text(&mut self, text: &str) {
         let bytes = text.as_bytes();
-        let mut line = LineState::new(self.text.len());
+        let mut line_start = self.text.len();
+        let mut line_chars = 0;
         let mut at = 0;
         while at < bytes.len() {
-            let byte = bytes[at];
-            let (c, class, width) = if byte.is_ascii() {
-                (byte as char, ASCII_CLASS[byte as usize], 1)
-            } else {
-                let c = text[at..].chars().next().expect("at is a char boundary");
-                (c, class_of(c), c.len_utf8())
-            };
-            at += width;
+            let (class, width) = class_at(text, at);
             match class {
-                Class::Word => line.run.push(c),
-                Class::Nul => {}
-                Class::Space => line.end_run(&mut self.text),
+                Class::Space | Class::Nul => at += width,
                 Class::Boundary => {
-                    if c == '\r' && bytes.get(at) == Some(&b'\n') {
+                    self.end_line(line_start, line_chars);
+                    line_start = self.text.len();
+                    line_chars = 0;
+                    at += width;
+                    if bytes[at - 1] == b'\r' && bytes.get(at) == Some(&b'\n') {
                         at += 1;
                     }
-                    line.end_run(&mut self.text);
-                    self.end_line(&mut line);
+                }
+                Class::Word | Class::NonAscii => {
+                    let (run, end) = read_run(text, at);
+                    line_chars += push_run(&mut self.text, &text[at..end], &run);
+                    at = end;
                 }
             }
         }
-        line.end_run(&mut self.text);
-        self.end_line(&mut line);
+        self.end_line(line_start, line_chars);
     }
 
-    /// Keeps the line just finished if it is long enough, drops it
-    /// otherwise, and starts the next one.
-    fn end_line(&mut self, line: &mut LineState) {
-        if line.chars >= crate::digest::MIN_LINE_LENGTH {
-            self.bounds.push((line.start, self.text.len()));
+    /// Keeps the line that began at `start` in the buffer if its `chars`
+    /// code points are enough, drops it otherwise.
+    fn end_line(&mut self, start: usize, chars: usize) {
+        if chars >= crate::digest::MIN_LINE_LENGTH {
+            self.bounds.push((start, self.text.len()));
         } else {
-            self.text.truncate(line.start);
+            self.text.truncate(start);
         }
-        *line = LineState::new(self.text.len());
     }
 
     /// How many lines were kept.
@@ -169,84 +178,125 @@ impl Lines {
     }
 }
 
-/// The line being normalised: where it starts in the output, how many code
-/// points it has so far, and the run of non-space characters being read.
-struct LineState {
-    start: usize,
-    chars: usize,
-    run: Run,
-}
-
-impl LineState {
-    fn new(start: usize) -> Self {
-        LineState {
-            start,
-            chars: 0,
-            run: Run::default(),
-        }
-    }
-
-    /// Appends what survives of the current run to `out`.
-    fn end_run(&mut self, out: &mut String) {
-        let kept = self.run.kept();
-        for &c in kept {
-            out.push(c);
-        }
-        self.chars += kept.len();
-        self.run.len = 0;
-    }
-}
-
-/// The first characters of a maximal run of non-space characters (NUL
-/// left out): a run of ten or more is dropped whole by `\S{10,}`, so no
-/// more need be held.
-#[derive(Default)]
+/// A maximal run of non-space characters.
 struct Run {
-    chars: [char; RUN_LIMIT],
-    len: usize,
+    /// How many characters it has, NUL left out.
+    chars: usize,
+    /// Whether it is ASCII without NUL, so what survives is a byte prefix.
+    plain: bool,
+}
+
+/// Reads the maximal run of non-space characters that starts at `start`
+/// with a word character; returns it and where it ends.
+fn read_run(text: &str, start: usize) -> (Run, usize) {
+    let bytes = text.as_bytes();
+    let mut run = Run {
+        chars: 0,
+        plain: true,
+    };
+    let mut at = start;
+    loop {
+        let from = at;
+        while at < bytes.len() && BYTE_CLASS[usize::from(bytes[at])] == Class::Word {
+            at += 1;
+        }
+        run.chars += at - from;
+        if at == bytes.len() {
+            break;
+        }
+        match class_at(text, at) {
+            (Class::Nul, _) => {
+                run.plain = false;
+                at += 1;
+            }
+            (Class::Word, width) => {
+                run.plain = false;
+                run.chars += 1;
+                at += width;
+            }
+            _ => break,
+        }
+    }
+    (run, at)
 }
 
 /// `\S{10,}`: runs this long are removed.
 const RUN_LIMIT: usize = 10;
 
-impl Run {
-    fn push(&mut self, c: char) {
-        if self.len < RUN_LIMIT {
-            self.chars[self.len] = c;
-            self.len += 1;
-        }
+/// Appends what survives of `text`, one maximal run of non-space
+/// characters described by `run`, to `out`; returns how many code points
+/// that is.
+fn push_run(out: &mut String, text: &str, run: &Run) -> usize {
+    // `\S{10,}`: the whole run goes.
+    if run.chars >= RUN_LIMIT {
+        return 0;
     }
+    if run.plain {
+        let kept = kept_of_ascii_run(text.as_bytes());
+        out.push_str(&text[..kept]);
+        return kept;
+    }
+    // NUL is removed before any pattern runs, so it neither counts towards
+    // a run's length nor separates runs.
+    let mut chars = ['\0'; RUN_LIMIT];
+    let mut len = 0;
+    for c in text.chars().filter(|&c| c != '\0') {
+        chars[len] = c;
+        len += 1;
+    }
+    let kept = &chars[..kept_of_run(&chars[..len])];
+    out.extend(kept);
+    kept.len()
+}
 
-    /// What survives of the run once the patterns have been applied.
-    fn kept(&self) -> &[char] {
-        let len = self.len;
-        // `\S{10,}`: the whole run goes.
-        if len == RUN_LIMIT {
-            return &[];
-        }
-        let chars = &self.chars[..len];
-        // `\S+@\S+`: an @ with something before and after it takes the run.
-        if len >= 3 && chars[1..len - 1].contains(&'@') {
-            return &[];
-        }
-        // `[a-z]+:\S+`: from the start of the first letter run that is
-        // followed by a colon and at least one more character, to the end.
-        let mut i = 0;
-        while i < len {
-            if !is_url_scheme_char(chars[i]) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < len && is_url_scheme_char(chars[i]) {
-                i += 1;
-            }
-            if i + 1 < len && chars[i] == ':' {
-                return &chars[..start];
-            }
-        }
-        chars
+/// How many characters survive of a run of fewer than ten characters:
+/// `\S+@\S+` takes the run if an @ has something before and after it;
+/// `[a-z]+:\S+` takes it from the start of the first letter run that is
+/// followed by a colon and at least one more character.
+fn kept_of_run(chars: &[char]) -> usize {
+    let len = chars.len();
+    if len >= 3 && chars[1..len - 1].contains(&'@') {
+        return 0;
     }
+    let mut i = 0;
+    while i < len {
+        if !is_url_scheme_char(chars[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < len && is_url_scheme_char(chars[i]) {
+            i += 1;
+        }
+        if i + 1 < len && chars[i] == ':' {
+            return start;
+        }
+    }
+    len
+}
+
+/// [`kept_of_run`] for a run of ASCII bytes, where a-z under IGNORECASE
+/// is just the ASCII letters.
+fn kept_of_ascii_run(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    if len >= 3 && bytes[1..len - 1].contains(&b'@') {
+        return 0;
+    }
+    let mut i = 0;
+    while i < len {
+        if !bytes[i].is_ascii_alphabetic() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < len && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        if i + 1 < len && bytes[i] == b':' {
+            return start;
+        }
+    }
+    len
 }
 
 #[cfg(test)]
