@@ -32,7 +32,7 @@ pub fn split(data: &[u8]) -> Vec<Entry<'_>> {
     let mut last_was_empty = false;
     let mut pos = 0;
     loop {
-        let line_end = match data[pos..].iter().position(|&b| b == b'\n') {
+        let line_end = match find_newline(&data[pos..]) {
             Some(at) => pos + at + 1,
             None => data.len(),
         };
@@ -56,7 +56,7 @@ pub fn split(data: &[u8]) -> Vec<Entry<'_>> {
     bounds
         .into_iter()
         .map(|(begin, stop)| {
-            let from_end = match data[begin..].iter().position(|&b| b == b'\n') {
+            let from_end = match find_newline(&data[begin..]) {
                 Some(at) => begin + at + 1,
                 None => data.len(),
             };
@@ -69,6 +69,31 @@ pub fn split(data: &[u8]) -> Vec<Entry<'_>> {
             }
         })
         .collect()
+}
+
+/// The first LF in `bytes`, looked for eight bytes at a time (the mbox is
+/// mostly long lines, and this scan is most of the splitting).
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of eight"));
+        let zeroed = word ^ NEWLINES;
+        // The lowest high bit set marks the first zero byte, the LF.
+        let found = zeroed.wrapping_sub(ONES) & !zeroed & HIGHS;
+        if found != 0 {
+            return Some(offset + found.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|at| offset + at)
 }
 
 #[cfg(test)]
@@ -85,5 +110,24 @@ mod tests {
         assert_eq!(entries[0].from_line, b"a");
         assert_eq!(entries[0].message, b"a: b\n\nbody\n");
         assert_eq!(entries[1].message, b"c: d\n\nx\n\n");
+    }
+
+    #[test]
+    fn finds_the_first_newline_anywhere() {
+        for filler in [0x00, 0x0b, 0x8a, 0xff] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut bytes = vec![filler; len];
+                    if at < len {
+                        bytes[at] = b'\n';
+                        if at + 1 < len {
+                            bytes[at + 1] = b'\n';
+                        }
+                    }
+                    let expected = (at < len).then_some(at);
+                    assert_eq!(find_newline(&bytes), expected, "{filler:#x} {len} {at}");
+                }
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io::{self, BufRead as _, BufWriter, Read as _, Write as _};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, bail};
 use sha1::{Digest as _, Sha1};
@@ -113,12 +114,19 @@ impl Session {
         match style.as_str() {
             "msg" => writeln!(out, "{}", digest::digest(&input))?,
             "mbox" => {
-                for entry in mbox::split(&input) {
-                    if !entry.from_line_is_ascii() {
-                        out.flush()?;
-                        bail!("mbox \"From \" line is not ascii");
-                    }
-                    writeln!(out, "{}", digest::digest(entry.message))?;
+                let entries = mbox::split(&input);
+                // Python stops at the first non-ascii "From " line, after
+                // printing the digests of the messages before it.
+                let good = entries
+                    .iter()
+                    .position(|entry| !entry.from_line_is_ascii())
+                    .unwrap_or(entries.len());
+                for digest in digest_in_parallel(&entries[..good]) {
+                    writeln!(out, "{digest}")?;
+                }
+                if good < entries.len() {
+                    out.flush()?;
+                    bail!("mbox \"From \" line is not ascii");
                 }
             }
             _ => {
@@ -133,6 +141,59 @@ impl Session {
         out.flush()?;
         Ok(true)
     }
+}
+
+/// Messages handed to a worker at a time: enough to make taking them
+/// cheap, few enough that the workers finish together.
+const DIGEST_BATCH: usize = 64;
+
+/// The digests of the mbox entries, in order, computed on every core.
+fn digest_in_parallel(entries: &[mbox::Entry<'_>]) -> Vec<digest::Digest> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(entries.len().div_ceil(DIGEST_BATCH));
+    if workers <= 1 {
+        return entries
+            .iter()
+            .map(|entry| digest::digest(entry.message))
+            .collect();
+    }
+    let next_batch = AtomicUsize::new(0);
+    let mut batches: Vec<(usize, Vec<digest::Digest>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let batch = next_batch.fetch_add(1, Ordering::Relaxed);
+                        let start = batch * DIGEST_BATCH;
+                        if start >= entries.len() {
+                            return done;
+                        }
+                        let chunk = &entries[start..entries.len().min(start + DIGEST_BATCH)];
+                        let digests = chunk
+                            .iter()
+                            .map(|entry| digest::digest(entry.message))
+                            .collect();
+                        done.push((batch, digests));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    batches.sort_unstable_by_key(|&(batch, _)| batch);
+    batches
+        .into_iter()
+        .flat_map(|(_, digests)| digests)
+        .collect()
 }
 
 /// `pyzor predigest`: the normalised lines that enter the digest; always
