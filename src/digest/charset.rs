@@ -134,10 +134,10 @@ fn find_alias(name: &str) -> Option<&'static str> {
 fn decode_with(codec: &str, bytes: &[u8], out: &mut Output) -> Result<(), Invalid> {
     match codec {
         "ascii" => unicode::ascii(bytes, out),
-        "latin_1" | "charmap" => {
-            out.text.extend(bytes.iter().map(|&byte| char::from(byte)));
+        "latin_1" | "charmap" => for_ascii_runs(bytes, out, |byte, out| {
+            out.text.push(char::from(byte));
             Ok(())
-        }
+        }),
         "utf_8" => unicode::utf8(bytes, out),
         "utf_8_sig" => unicode::utf8(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes), out),
         "utf_16" => unicode::utf16(bytes, None, out),
@@ -168,21 +168,49 @@ fn decode_with(codec: &str, bytes: &[u8], out: &mut Output) -> Result<(), Invali
     }
 }
 
-/// How many bytes at the start of `bytes` are ASCII.
+/// How many bytes at the start of `bytes` are ASCII (sixteen at a time
+/// while they all are).
 fn ascii_prefix(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|byte| !byte.is_ascii())
-        .unwrap_or(bytes.len())
+    let whole = bytes
+        .chunks_exact(16)
+        .take_while(|chunk| chunk.is_ascii())
+        .count()
+        * 16;
+    whole
+        + bytes[whole..]
+            .iter()
+            .position(|byte| !byte.is_ascii())
+            .unwrap_or(bytes.len() - whole)
+}
+
+/// Decodes `bytes` for a codec that maps ASCII to itself: runs of ASCII
+/// are copied whole, every other byte goes through `non_ascii`.
+fn for_ascii_runs(
+    bytes: &[u8],
+    out: &mut Output,
+    mut non_ascii: impl FnMut(u8, &mut Output) -> Result<(), Invalid>,
+) -> Result<(), Invalid> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (ascii, tail) = rest.split_at(ascii_prefix(rest));
+        out.text
+            .push_str(std::str::from_utf8(ascii).expect("ASCII is UTF-8"));
+        let others = tail.iter().position(u8::is_ascii).unwrap_or(tail.len());
+        for &byte in &tail[..others] {
+            non_ascii(byte, out)?;
+        }
+        rest = &tail[others..];
+    }
+    Ok(())
 }
 
 /// `codecs.charmap_decode` with a decoding table: each byte is one
 /// character or one error.
 fn single_byte(table: &tables::SingleByte, bytes: &[u8], out: &mut Output) -> Result<(), Invalid> {
-    if table.low.is_none() && bytes.is_ascii() {
-        out.text
-            .push_str(std::str::from_utf8(bytes).expect("ASCII is UTF-8"));
-        return Ok(());
+    if table.low.is_none() {
+        return for_ascii_runs(bytes, out, |byte, out| {
+            push_mapped(table.high[usize::from(byte - 0x80)], out)
+        });
     }
     for &byte in bytes {
         let unit = match (byte < 0x80, table.low) {

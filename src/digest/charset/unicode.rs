@@ -5,19 +5,7 @@ use super::{Invalid, Output};
 
 /// `ascii`: each byte above 0x7F is one error.
 pub(super) fn ascii(bytes: &[u8], out: &mut Output) -> Result<(), Invalid> {
-    if bytes.is_ascii() {
-        out.text
-            .push_str(std::str::from_utf8(bytes).map_err(|_| Invalid)?);
-        return Ok(());
-    }
-    for &byte in bytes {
-        if byte.is_ascii() {
-            out.push(char::from(byte));
-        } else {
-            out.invalid()?;
-        }
-    }
-    Ok(())
+    super::for_ascii_runs(bytes, out, |_, out| out.invalid())
 }
 
 /// `utf_8`: CPython reports each maximal invalid subpart (Unicode's
