@@ -279,6 +279,10 @@ fn kept_of_run(chars: &[char]) -> usize {
 /// is just the ASCII letters.
 fn kept_of_ascii_run(bytes: &[u8]) -> usize {
     let len = bytes.len();
+    // Most runs are words: without an @ or a colon neither pattern applies.
+    if !bytes.iter().any(|&b| b == b'@' || b == b':') {
+        return len;
+    }
     if len >= 3 && bytes[1..len - 1].contains(&b'@') {
         return 0;
     }

@@ -24,8 +24,24 @@ pub enum Fault {
 
 /// The first position at or after `pos` whose character fails `pred`.
 pub fn skip(text: &str, pos: usize, pred: impl Fn(char) -> bool) -> usize {
-    let rest = text.get(pos..).unwrap_or("");
-    pos + rest.find(|c| !pred(c)).unwrap_or(rest.len())
+    let Some(rest) = text.get(pos..) else {
+        return pos;
+    };
+    let bytes = rest.as_bytes();
+    let mut at = 0;
+    // ASCII characters are their byte; only the others need decoding.
+    while at < bytes.len() {
+        let c = if bytes[at].is_ascii() {
+            char::from(bytes[at])
+        } else {
+            rest[at..].chars().next().expect("at is a char boundary")
+        };
+        if !pred(c) {
+            return pos + at;
+        }
+        at += c.len_utf8();
+    }
+    pos + bytes.len()
 }
 
 /// The character at `pos`, if any.
