@@ -297,3 +297,53 @@ async fn bad_input_does_not_end_the_milter() {
     let (_, status) = send(milter.address, &Envelope::default(), &spam("after")).await;
     assert_eq!(status, Status::Accept);
 }
+
+/// A 50 MB message: skipped as oversize under the default
+/// `max_message_size`, digested as Python digests it under a larger one, and
+/// the milter serves the next message either way.
+#[tokio::test]
+async fn fifty_megabyte_message_is_skipped_or_digested() {
+    let dir = temp_dir();
+    let pyzord = start_pyzord(dir.path());
+    let mut message = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: big\r\n\r\n".to_vec();
+    // Long lines: Python's time over 50 MB grows with the number of lines.
+    let line = format!(
+        "Offer number one for you today.{}claim it\r\n",
+        " ".repeat(4000)
+    );
+    while message.len() < 50 * 1024 * 1024 {
+        message.extend_from_slice(line.as_bytes());
+    }
+    // Python takes seconds over 50 MB: it runs while the oversize case does.
+    let python = {
+        let dir = dir.path().to_owned();
+        let message = message.clone();
+        std::thread::spawn(move || message_file(&dir, "big.eml", &message).1)
+    };
+
+    let default = start_milter(&config(pyzord.address, ""));
+    let (actions, status) = send(default.address, &Envelope::default(), &message).await;
+    assert_eq!(status, Status::Accept);
+    assert_eq!(
+        added_header(&actions).as_deref(),
+        Some("skipped; reason=oversize")
+    );
+    let (_, status) = send(default.address, &Envelope::default(), &spam("small")).await;
+    assert_eq!(status, Status::Accept);
+
+    let larger = start_milter(&config(pyzord.address, "max_message_size = 60000000"));
+    let (actions, status) = send(larger.address, &Envelope::default(), &message).await;
+    assert_eq!(status, Status::Accept);
+    let digest = python.join().expect("Python digested the message");
+    assert_eq!(
+        added_header(&actions),
+        Some(format!("clean; digest={digest}; {}=0/0", pyzord.address))
+    );
+    let (_, small) = message_file(dir.path(), "small.eml", &spam("small"));
+    let (actions, status) = send(larger.address, &Envelope::default(), &spam("small")).await;
+    assert_eq!(status, Status::Accept);
+    assert_eq!(
+        added_header(&actions),
+        Some(format!("clean; digest={small}; {}=0/0", pyzord.address))
+    );
+}
