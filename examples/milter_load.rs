@@ -9,6 +9,11 @@
 //! time of a message runs from MAIL to the final end-of-message reply and
 //! the verdicts are the first words of the X-Pyzor headers added.
 //!
+//! `milter_load pyzord ADDR CONNECTIONS SECONDS` measures the round trip
+//! the milter's times are read against: CONNECTIONS clients, each sending
+//! pyzord one check request at a time (one digest, as the milter asks for
+//! one message) for SECONDS; it prints `requests/s p50_ms p99_ms failed`.
+//!
 //! `milter_load noop PORT` is an indymilter milter that negotiates the same
 //! no-reply stages as ours and accepts every message: the ceiling.
 //!
@@ -338,12 +343,6 @@ async fn load(address: &str, connections: usize, seconds: f64, dir: &Path) -> st
     }
     let elapsed = started.elapsed().as_secs_f64();
     total.latencies.sort();
-    let percentile = |p: usize| {
-        total
-            .latencies
-            .get(total.latencies.len().saturating_mul(p) / 100)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
     let verdicts: Vec<String> = total
         .verdicts
         .iter()
@@ -352,12 +351,80 @@ async fn load(address: &str, connections: usize, seconds: f64, dir: &Path) -> st
     println!(
         "{:.0} {:.3} {:.3} {} {}",
         total.latencies.len() as f64 / elapsed,
-        percentile(50),
-        percentile(99),
+        percentile(&total.latencies, 50),
+        percentile(&total.latencies, 99),
         total.failed,
         verdicts.join(",")
     );
     Ok(())
+}
+
+/// One pyzord client: check requests one after another, as one milter
+/// connection asks for one message after another. Returns the round trips
+/// and the count of requests unanswered within REPLY_TIMEOUT.
+async fn checker(address: String, first: u64, until: Instant) -> std::io::Result<Tally> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket.connect(&address).await?;
+    let mut tally = Tally::default();
+    let mut buffer = [0u8; 8192];
+    let mut thread = first;
+    while Instant::now() < until {
+        thread += 1;
+        let digest = format!("{:040x}", thread.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let request = format!("Op: check\nOp-Digest: {digest}\nThread: {thread}\nPV: 2.1\n\n");
+        let started = Instant::now();
+        socket.send(request.as_bytes()).await?;
+        let wanted = format!("Thread: {thread}\n");
+        let answered = tokio::time::timeout(REPLY_TIMEOUT, async {
+            loop {
+                let length = socket.recv(&mut buffer).await?;
+                let answer = &buffer[..length];
+                if answer.windows(wanted.len()).any(|w| w == wanted.as_bytes()) {
+                    return Ok::<_, std::io::Error>(());
+                }
+            }
+        })
+        .await;
+        match answered {
+            Ok(Ok(())) => tally.latencies.push(started.elapsed()),
+            _ => tally.failed += 1,
+        }
+    }
+    Ok(tally)
+}
+
+/// The pyzord round trip the milter's figures are read against: CONNECTIONS
+/// clients checking one digest at a time for SECONDS; prints
+/// `requests/s p50_ms p99_ms failed`.
+async fn round_trip(address: &str, connections: usize, seconds: f64) -> std::io::Result<()> {
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..connections as u64)
+        .map(|i| tokio::spawn(checker(address.to_owned(), i << 40, until)))
+        .collect();
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await.map_err(std::io::Error::other)??;
+        total.latencies.extend(tally.latencies);
+        total.failed += tally.failed;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    total.latencies.sort();
+    println!(
+        "{:.0} {:.3} {:.3} {}",
+        total.latencies.len() as f64 / elapsed,
+        percentile(&total.latencies, 50),
+        percentile(&total.latencies, 99),
+        total.failed
+    );
+    Ok(())
+}
+
+/// The `p`th percentile of sorted durations, in milliseconds.
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    sorted
+        .get(sorted.len().saturating_mul(p) / 100)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// The stages ours leaves unanswered (src/milter/callbacks.rs).
@@ -395,7 +462,8 @@ async fn noop(port: u16) -> std::io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: milter_load load ADDR CONNECTIONS SECONDS CORPUS_DIR | milter_load noop PORT"
+        "usage: milter_load load ADDR CONNECTIONS SECONDS CORPUS_DIR | \
+         milter_load pyzord ADDR CONNECTIONS SECONDS | milter_load noop PORT"
     );
     std::process::exit(2);
 }
@@ -408,6 +476,11 @@ fn main() -> std::io::Result<()> {
             let connections = args[3].parse().unwrap_or_else(|_| usage());
             let seconds = args[4].parse().unwrap_or_else(|_| usage());
             runtime.block_on(load(&args[2], connections, seconds, Path::new(&args[5])))
+        }
+        Some("pyzord") if args.len() == 5 => {
+            let connections = args[3].parse().unwrap_or_else(|_| usage());
+            let seconds = args[4].parse().unwrap_or_else(|_| usage());
+            runtime.block_on(round_trip(&args[2], connections, seconds))
         }
         Some("noop") if args.len() == 3 => {
             let port = args[2].parse().unwrap_or_else(|_| usage());
