@@ -24,8 +24,10 @@ use crate::client::{Answer, ServerError};
 /// Messages larger than this are digested off the async worker threads.
 const INLINE_DIGEST_LIMIT: usize = 256 * 1024;
 
-/// The stages we never need a reply for.
-const NOREPLY: ProtoOpts = ProtoOpts::NOREPLY_CONNECT
+/// The stages we never need a reply for: every one before end of message,
+/// so a message costs one round trip (the load benchmark's no-op milter
+/// negotiates the same set, to compare like with like).
+pub const NOREPLY: ProtoOpts = ProtoOpts::NOREPLY_CONNECT
     .union(ProtoOpts::NOREPLY_HELO)
     .union(ProtoOpts::NOREPLY_MAIL)
     .union(ProtoOpts::NOREPLY_RCPT)
