@@ -15,7 +15,7 @@ pub mod sqlite;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A future returned by a storage engine.
 pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
@@ -179,6 +179,29 @@ pub async fn open_with(
     }
 }
 
+/// The longest a call to a networked engine (Redis, MySQL) may take before
+/// it fails, so that a dead or stuck database server turns into pyzord's
+/// "Database temporarily unavailable" answer well inside the 5 s a pyzor
+/// client waits (pyzor's `Client.timeout`), never into silence.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs one call to a networked engine within [`BACKEND_TIMEOUT`].
+pub async fn bounded<T, E>(
+    engine: &'static str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, StorageError>
+where
+    StorageError: From<E>,
+{
+    match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
+        Ok(result) => result.map_err(StorageError::from),
+        Err(_) => Err(StorageError::Timeout {
+            engine,
+            timeout_ms: BACKEND_TIMEOUT.as_millis() as u64,
+        }),
+    }
+}
+
 /// The current time in Unix seconds.
 pub fn now_secs() -> i64 {
     SystemTime::now()
@@ -211,6 +234,11 @@ pub enum StorageError {
     Commit(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("the {engine} server did not answer within {timeout_ms} ms")]
+    Timeout {
+        engine: &'static str,
+        timeout_ms: u64,
+    },
 }
 
 #[cfg(test)]

@@ -5,12 +5,18 @@
 //! `r_updated`. Times are DATETIME in the server's time zone, converted with
 //! `UNIX_TIMESTAMP`/`FROM_UNIXTIME` as pyzor converts with `time.mktime`.
 //!
-//! Connections come from a pool; a broken one is replaced by the pool.
+//! Connections come from a pool; a broken one is dropped and the pool opens
+//! a new one, so pyzord reconnects by itself after MariaDB restarts. Every
+//! call (taking a connection included: a connect to a dead host has no
+//! timeout of its own) is bounded by [`BACKEND_TIMEOUT`](super::BACKEND_TIMEOUT),
+//! so a dead or stuck server gives an error answer, never a hang. A request
+//! that meets a pooled connection broken by a restart fails once; writes are
+//! not retried, since a write whose answer was lost may have been applied.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 
-use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, now_secs};
+use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, bounded, now_secs};
 
 /// The port MySQLdb uses when neither the DSN nor MYSQL_TCP_PORT name one.
 const DEFAULT_PORT: u16 = 3306;
@@ -20,6 +26,9 @@ const DEFAULT_SOCKET: &str = "/run/mysqld/mysqld.sock";
 
 /// The most connections the pool keeps open.
 const MAX_CONNECTIONS: usize = 16;
+
+/// The engine's name in errors.
+const ENGINE: &str = "mysql";
 
 /// The MySQL engine.
 pub struct MysqlStorage {
@@ -114,10 +123,10 @@ impl MysqlStorage {
         let env_port = std::env::var("MYSQL_TCP_PORT").ok();
         let (opts, table) = parse_dsn(dsn, env_port.as_deref())?;
         let pool = Pool::new(opts);
-        let mut connection = pool.get_conn().await?;
+        let mut connection = bounded(ENGINE, pool.get_conn()).await?;
         // pyzor expects the table to exist; creating it is a courtesy that
         // a user without the CREATE privilege does without.
-        if let Err(error) = connection.query_drop(create_table(&table)).await {
+        if let Err(error) = bounded(ENGINE, connection.query_drop(create_table(&table))).await {
             tracing::warn!(table, %error, "cannot create the table; using it as it is");
         }
         Ok(Self { pool, table })
@@ -127,9 +136,12 @@ impl MysqlStorage {
 impl Storage for MysqlStorage {
     fn get<'a>(&'a self, digest: &'a str) -> StorageFuture<'a, Option<Record>> {
         Box::pin(async move {
-            let mut connection = self.pool.get_conn().await?;
             let sql = format!("SELECT {COLUMNS} FROM {} WHERE digest=?", self.table);
-            let row: Option<Row> = connection.exec_first(sql, (digest,)).await?;
+            let row: Option<Row> = bounded(ENGINE, async {
+                let mut connection = self.pool.get_conn().await?;
+                connection.exec_first(sql, (digest,)).await
+            })
+            .await?;
             Ok(row.map(|row| record_from(&row, 0)))
         })
     }
@@ -146,11 +158,13 @@ impl Storage for MysqlStorage {
                  ON DUPLICATE KEY UPDATE {update}",
                 self.table
             );
-            let mut connection = self.pool.get_conn().await?;
-            connection
-                .exec_batch(sql, digests.iter().map(|digest| (digest,)))
-                .await?;
-            Ok(())
+            bounded(ENGINE, async {
+                let mut connection = self.pool.get_conn().await?;
+                connection
+                    .exec_batch(sql, digests.iter().map(|digest| (digest,)))
+                    .await
+            })
+            .await
         })
     }
 
@@ -162,7 +176,6 @@ impl Storage for MysqlStorage {
                  FROM_UNIXTIME(?), FROM_UNIXTIME(?))",
                 self.table
             );
-            let mut connection = self.pool.get_conn().await?;
             let params = records.iter().map(|(digest, record)| {
                 (
                     digest,
@@ -174,8 +187,11 @@ impl Storage for MysqlStorage {
                     record.whitelist_updated,
                 )
             });
-            connection.exec_batch(sql, params).await?;
-            Ok(())
+            bounded(ENGINE, async {
+                let mut connection = self.pool.get_conn().await?;
+                connection.exec_batch(sql, params).await
+            })
+            .await
         })
     }
 
@@ -185,10 +201,13 @@ impl Storage for MysqlStorage {
                 "SELECT digest, {COLUMNS} FROM {} WHERE digest > ? ORDER BY digest LIMIT ?",
                 self.table
             );
-            let mut connection = self.pool.get_conn().await?;
-            let rows: Vec<Row> = connection
-                .exec(sql, (after.unwrap_or_default(), limit as u64))
-                .await?;
+            let rows: Vec<Row> = bounded(ENGINE, async {
+                let mut connection = self.pool.get_conn().await?;
+                connection
+                    .exec(sql, (after.unwrap_or_default(), limit as u64))
+                    .await
+            })
+            .await?;
             let records: Vec<(String, Record)> = rows
                 .iter()
                 .map(|row| {
@@ -214,7 +233,9 @@ impl Storage for MysqlStorage {
                 "DELETE FROM {} WHERE r_updated<FROM_UNIXTIME(?)",
                 self.table
             );
-            let mut connection = self.pool.get_conn().await?;
+            // Only the connection is bounded: the periodic cleanup is on no
+            // request's path, and a large DELETE may rightly take long.
+            let mut connection = bounded(ENGINE, self.pool.get_conn()).await?;
             connection.exec_drop(sql, (breakpoint,)).await?;
             Ok(connection.affected_rows())
         })

@@ -4,15 +4,25 @@
 //! `wl_updated` (times as Unix seconds, 0 for never), and an EXPIRE of
 //! CleanupAge refreshed at every write, as pyzor's `redis_.py` does.
 //!
-//! The connection manager reconnects by itself after Redis restarts; a
-//! request that meets a dead connection fails and the next one reconnects.
+//! The connection manager reconnects by itself after Redis restarts: a
+//! request that meets a dead connection fails and starts a reconnection,
+//! which the next requests wait for. Every call is bounded by
+//! [`BACKEND_TIMEOUT`](super::BACKEND_TIMEOUT), and a reconnection makes a
+//! single quick attempt, so while Redis is down each request fails fast
+//! (pyzord answers "Database temporarily unavailable") and the first one
+//! after Redis is back finds it.
+//!
+//! A report is acknowledged once Redis has answered the write. Whether Redis
+//! keeps it through its own crash is Redis's setting: `appendonly yes` with
+//! `appendfsync always` for every acknowledged write.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo};
 
-use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, now_secs};
+use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, bounded, now_secs};
 
 /// pyzor's key prefix, `"pyzord.digest_v%s" % VERSION` with VERSION "1".
 const NAMESPACE: &str = "pyzord.digest_v1.";
@@ -20,6 +30,19 @@ const NAMESPACE: &str = "pyzord.digest_v1.";
 /// pyzor's defaults for empty DSN fields (`redis_.py`).
 const DEFAULT_HOST: &str = "localhost";
 const DEFAULT_PORT: u16 = 6379;
+
+/// A TCP connect to a Redis that is up takes well under a millisecond on a
+/// LAN; one second only ends attempts at a host that does not answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Attempts after the first when (re)connecting. None: requests wait for
+/// the reconnection, and the backoff between attempts (a second and more)
+/// would hold them while Redis is down; the next request that fails starts
+/// another attempt anyway, so pyzord finds Redis as soon as it is back.
+const CONNECT_RETRIES: usize = 0;
+
+/// The engine's name in errors.
+const ENGINE: &str = "redis";
 
 /// The Redis engine.
 pub struct RedisStorage {
@@ -99,7 +122,12 @@ impl RedisStorage {
     /// Connects to the server named by a pyzor Redis DSN.
     pub async fn open(dsn: &str, max_age_secs: Option<u64>) -> Result<Self, StorageError> {
         let client = redis::Client::open(parse_dsn(dsn)?)?;
-        let connection = ConnectionManager::new(client).await?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(super::BACKEND_TIMEOUT)
+            .set_number_of_retries(CONNECT_RETRIES);
+        let connection =
+            bounded(ENGINE, ConnectionManager::new_with_config(client, config)).await?;
         Ok(Self {
             connection,
             max_age_secs,
@@ -111,10 +139,10 @@ impl Storage for RedisStorage {
     fn get<'a>(&'a self, digest: &'a str) -> StorageFuture<'a, Option<Record>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let fields: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(real_key(digest))
-                .query_async(&mut connection)
-                .await?;
+            let mut command = redis::cmd("HGETALL");
+            command.arg(real_key(digest));
+            let fields: HashMap<String, String> =
+                bounded(ENGINE, command.query_async(&mut connection)).await?;
             if fields.is_empty() {
                 return Ok(None);
             }
@@ -141,8 +169,7 @@ impl Storage for RedisStorage {
                 }
             }
             let mut connection = self.connection.clone();
-            pipe.query_async::<()>(&mut connection).await?;
-            Ok(())
+            bounded(ENGINE, pipe.query_async::<()>(&mut connection)).await
         })
     }
 
@@ -171,8 +198,7 @@ impl Storage for RedisStorage {
                 }
             }
             let mut connection = self.connection.clone();
-            pipe.query_async::<()>(&mut connection).await?;
-            Ok(())
+            bounded(ENGINE, pipe.query_async::<()>(&mut connection)).await
         })
     }
 
@@ -180,14 +206,15 @@ impl Storage for RedisStorage {
         Box::pin(async move {
             let mut connection = self.connection.clone();
             let cursor = after.unwrap_or_else(|| "0".to_owned());
-            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            let mut command = redis::cmd("SCAN");
+            command
                 .arg(&cursor)
                 .arg("MATCH")
                 .arg(format!("{NAMESPACE}*"))
                 .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut connection)
-                .await?;
+                .arg(limit);
+            let (next, keys): (String, Vec<String>) =
+                bounded(ENGINE, command.query_async(&mut connection)).await?;
             let mut pipe = redis::pipe();
             for key in &keys {
                 pipe.cmd("HGETALL").arg(key);
@@ -195,7 +222,7 @@ impl Storage for RedisStorage {
             let all: Vec<HashMap<String, String>> = if keys.is_empty() {
                 Vec::new()
             } else {
-                pipe.query_async(&mut connection).await?
+                bounded(ENGINE, pipe.query_async(&mut connection)).await?
             };
             let mut records = Vec::with_capacity(keys.len());
             for (key, fields) in keys.iter().zip(all) {

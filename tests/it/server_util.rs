@@ -229,15 +229,36 @@ impl Drop for OurServer {
     }
 }
 
-/// redis-server on a free port with its data in `dir`.
+/// redis-server on a free port with its data in `dir`; [`RedisServer::kill`]
+/// and [`RedisServer::restart`] crash it and bring it back on the same port
+/// and data.
 pub struct RedisServer {
     pub port: u16,
-    _child: ChildGuard,
+    dir: PathBuf,
+    extra: Vec<String>,
+    child: ChildGuard,
 }
 
 impl RedisServer {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// With more redis-server arguments (`--appendonly yes`), which come
+    /// after and override the defaults here.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let port = free_port(false);
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        let child = Self::spawn(dir, port, &extra);
+        Self {
+            port,
+            dir: dir.to_owned(),
+            extra,
+            child,
+        }
+    }
+
+    fn spawn(dir: &Path, port: u16, extra: &[String]) -> ChildGuard {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -249,6 +270,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -257,10 +279,18 @@ impl RedisServer {
         wait_for("redis-server", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Self {
-            port,
-            _child: guard,
-        }
+        guard
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.dir, self.port, &self.extra);
     }
 }
 
@@ -270,17 +300,19 @@ const CREATE_USER: &str = "CREATE DATABASE IF NOT EXISTS pyzor; \
      GRANT ALL ON pyzor.* TO 'pyzor'@'%'";
 
 /// MariaDB on a free port with a fresh data directory in `dir`, with the
-/// database `pyzor` and the user `pyzor` (password `secret`) over TCP.
+/// database `pyzor` and the user `pyzor` (password `secret`) over TCP;
+/// [`Mariadb::kill`] and [`Mariadb::restart`] crash it and bring it back on
+/// the same port and data.
 pub struct Mariadb {
     pub port: u16,
-    _child: ChildGuard,
+    dir: PathBuf,
+    child: ChildGuard,
 }
 
 impl Mariadb {
     pub fn start(dir: &Path) -> Self {
-        let data = dir.join("data");
         let status = Command::new("mariadb-install-db")
-            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--datadir={}", dir.join("data").display()))
             .args(["--user=root", "--auth-root-authentication-method=normal"])
             .args(["--skip-test-db", "--skip-name-resolve"])
             .stdout(Stdio::null())
@@ -291,9 +323,18 @@ impl Mariadb {
             });
         assert!(status.success(), "mariadb-install-db failed: {SETUP_HINT}");
         let port = free_port(false);
+        let child = Self::spawn(dir, port);
+        Self {
+            port,
+            dir: dir.to_owned(),
+            child,
+        }
+    }
+
+    fn spawn(dir: &Path, port: u16) -> ChildGuard {
         let child = Command::new("mariadbd")
             .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
             .args([
@@ -304,7 +345,13 @@ impl Mariadb {
             .arg(format!("--port={port}"))
             .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M"])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("mariadb.log")).expect("log"))
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("mariadb.log"))
+                    .expect("log"),
+            )
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start mariadbd ({error}): {SETUP_HINT}"));
         let guard = ChildGuard(child);
@@ -318,9 +365,18 @@ impl Mariadb {
                 .status()
                 .is_ok_and(|status| status.success())
         });
-        Self {
-            port,
-            _child: guard,
-        }
+        guard
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
+    /// Starts it again on the same port and data directory (InnoDB
+    /// recovers what was committed).
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.dir, self.port);
     }
 }
