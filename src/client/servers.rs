@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::Ipv6Addr;
 
 use crate::protocol::Account;
 use crate::protocol::python_int;
@@ -115,10 +116,18 @@ fn python_server_pattern(line: &str) -> bool {
             .is_some_and(|port| port.starts_with(|c: char| c.is_ascii_digit()))
 }
 
-/// `[address]:port`, our extension for IPv6 literals.
+/// `[address]:port`, our extension for IPv6 literals (an optional `%zone`
+/// after the address); other text in brackets is a skipped line, as Python
+/// skips it.
 fn bracketed_server(line: &str) -> Option<ServerAddress> {
     let (host, port) = line.strip_prefix('[')?.split_once("]:")?;
-    if host.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+    let (address, zone) = host.split_once('%').unwrap_or((host, "-"));
+    let zone_ok = !zone.is_empty()
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if address.parse::<Ipv6Addr>().is_err() || !zone_ok || !port.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     Some(ServerAddress::new(host, port.parse().ok()?))
@@ -210,6 +219,27 @@ mod tests {
                 text: "host:12x".to_owned()
             })
         );
+    }
+
+    #[test]
+    fn only_ipv6_literals_are_read_in_brackets() {
+        // fuzz/regressions/client_homedir/bracketed-garbage-host: the
+        // servers file of that input.
+        let text = String::from_utf8_lossy(
+            b"\x0b\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x0b\x0b\x0b\x0b\x0b\
+              \x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0b pxlme\x08\xff\xff\xff\xff\xff\xff\
+              \xff1Mh_ \nyo\x01k:2\n[\x07\xff\xff\xff\xff\xff\xff\xff]]]]]]]]]]]]]]]\
+              ]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]:41\nfoo[cer\
+              s\nhome .1:240.0.1 : 2e4",
+        );
+        let (servers, skipped) = parse_servers(&text).expect("no bad port");
+        assert_eq!(servers, []);
+        assert_eq!(
+            skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        let (servers, _) = parse_servers("[fe80::1%eth0]:24441\n[::1%]:1\n[x]:1\n").expect("valid");
+        assert_eq!(servers, vec![ServerAddress::new("fe80::1%eth0", 24441)]);
     }
 
     #[test]
