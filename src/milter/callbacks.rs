@@ -193,9 +193,9 @@ async fn on_eom(cx: &mut EomContext<Connection>, shared: Arc<Shared>) -> Status 
         && tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread
     {
-        tokio::task::block_in_place(|| session.end_of_message())
+        tokio::task::block_in_place(|| session.end_of_message(&runtime.memo))
     } else {
-        session.end_of_message()
+        session.end_of_message(&runtime.memo)
     };
     let outcome = match step {
         Step::Done(outcome) => outcome,

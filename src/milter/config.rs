@@ -34,7 +34,7 @@ pub const DEFAULT_REPORT_THRESHOLD: i64 = 0;
 pub const DEFAULT_WHITELIST_THRESHOLD: i64 = 0;
 /// A spam wave of one message costs one query per server per minute.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
-/// About 10 MB of cache at most.
+/// About 10 MB of cache, and as many digests in the memo, at most.
 pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
 /// Postfix's default `default_process_limit` is 100 smtpd processes; leave
 /// room for `non_smtpd_milters`.

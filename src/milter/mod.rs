@@ -106,12 +106,14 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
 }
 
 /// What the messages share: the configuration in force, the client built
-/// from it and the cache of answers.
+/// from it, the cache of answers and the memo of digests (on and off
+/// together).
 #[derive(Debug)]
 pub struct Runtime {
     pub config: Arc<Config>,
     pub client: Client,
     pub cache: cache::Cache,
+    pub memo: cache::DigestMemo,
 }
 
 impl Runtime {
@@ -123,10 +125,16 @@ impl Runtime {
             .unwrap_or_default();
         let client = Client::new(config.servers.clone(), accounts, config.timeout);
         let cache = cache::Cache::new(config.cache_ttl, config.cache_max_entries);
+        let memo_entries = if config.cache_ttl.is_zero() {
+            0
+        } else {
+            config.cache_max_entries
+        };
         Runtime {
             config: Arc::new(config),
             client,
             cache,
+            memo: cache::DigestMemo::new(memo_entries),
         }
     }
 }

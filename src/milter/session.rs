@@ -9,9 +9,13 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sha2::{Digest as _, Sha256};
+
+use super::cache::{DigestMemo, TextKey};
 use super::config::{Action, Config, OnError, Reply};
 use crate::digest::{self, Digest};
 
@@ -147,6 +151,13 @@ struct Message {
     oversize: bool,
     /// Incoming headers of our name, to be removed.
     spoofed: usize,
+    /// Where the `Content-*` header lines are in `text`.
+    content_headers: Vec<Range<usize>>,
+    /// A header whose line could end the header block or split into
+    /// several lines was seen: the text has no [`Session::text_key`].
+    odd_header: bool,
+    /// Where the blank line after the headers starts in `text`.
+    body_start: Option<usize>,
 }
 
 impl Session {
@@ -220,6 +231,10 @@ impl Session {
         if !self.reserve(length) {
             return;
         }
+        if !is_plain_header(name, value) {
+            self.message.odd_header = true;
+        }
+        let start = self.message.text.len();
         let text = &mut self.message.text;
         text.extend_from_slice(name);
         text.push(b':');
@@ -232,10 +247,15 @@ impl Session {
             }
         }
         text.extend_from_slice(b"\r\n");
+        if name.len() >= 8 && name[..8].eq_ignore_ascii_case(b"content-") {
+            let end = text.len();
+            self.message.content_headers.push(start..end);
+        }
     }
 
     pub fn end_of_headers(&mut self) {
         if self.reserve(2) {
+            self.message.body_start = Some(self.message.text.len());
             self.message.text.extend_from_slice(b"\r\n");
         }
     }
@@ -278,17 +298,60 @@ impl Session {
             .unwrap_or_default()
     }
 
-    /// End of message: skip, or digest the message for checking.
-    pub fn end_of_message(&mut self) -> Step {
+    /// End of message: skip, or digest the message for checking (through
+    /// `memo`, when the text has a key).
+    pub fn end_of_message(&mut self, memo: &DigestMemo) -> Step {
         if let Some(reason) = self.skip_reason() {
             return Step::Done(self.skipped(reason, None));
         }
-        let digest = digest::digest(&self.message.text);
+        let key = memo.enabled().then(|| self.text_key()).flatten();
+        let digest = match key.as_ref().and_then(|key| memo.get(key)) {
+            Some(digest) => digest,
+            None => {
+                let digest = digest::digest(&self.message.text);
+                if let Some(key) = key {
+                    memo.put(key, digest);
+                }
+                digest
+            }
+        };
         self.message.text = Vec::new();
         if digest.is_empty() && !self.config.check_empty_digest {
             return Step::Done(self.skipped(SkipReason::EmptyDigest, Some(digest)));
         }
         Step::Check(digest)
+    }
+
+    /// A key for the parts of the message the digest depends on: the
+    /// `Content-*` header lines, in order, and everything from the blank
+    /// line after the headers on. `None` when another header could change
+    /// how the text parses.
+    ///
+    /// Why that is exact: the parser (Python's feedparser, which
+    /// `digest::mime` follows) reads a top-level header only for the first
+    /// `Content-Type` and `Content-Transfer-Encoding`. Every other header
+    /// can only matter through the shape of its lines: by ending the header
+    /// block early (a line that is not a header line, or a blank one), which
+    /// moves what follows into the body. [`is_plain_header`] admits only
+    /// names of feedparser's header characters and values whose only line
+    /// breaks are folds followed by a space or tab (other control
+    /// characters, which some line readers break at, are refused too), so
+    /// such headers are ordinary header lines wherever they stand, and two
+    /// texts with the same key have the same digest.
+    pub fn text_key(&self) -> Option<TextKey> {
+        let message = &self.message;
+        let body_start = message.body_start?;
+        if message.odd_header || message.oversize {
+            return None;
+        }
+        let mut hasher = Sha256::new();
+        for range in &message.content_headers {
+            hasher.update((range.len() as u64).to_le_bytes());
+            hasher.update(&message.text[range.clone()]);
+        }
+        hasher.update(u64::MAX.to_le_bytes());
+        hasher.update(&message.text[body_start..]);
+        Some(hasher.finalize().into())
     }
 
     fn skip_reason(&self) -> Option<SkipReason> {
@@ -413,6 +476,23 @@ impl Session {
     pub fn reset(&mut self) {
         self.message = Message::default();
     }
+}
+
+/// Whether a header, rebuilt as `Name: value`, is one ordinary header line
+/// plus folds wherever it stands: a non-empty name of feedparser's header
+/// characters (`[\x21-\x39\x3b-\x7e]`), and a value without control
+/// characters other than tab, CR (dropped) and LF before a space or tab.
+fn is_plain_header(name: &[u8], value: &[u8]) -> bool {
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|&byte| (0x21..=0x7e).contains(&byte) && byte != b':');
+    let value_ok = value.iter().enumerate().all(|(index, &byte)| match byte {
+        b'\t' | b'\r' => true,
+        b'\n' => matches!(value.get(index + 1), Some(b' ' | b'\t')),
+        _ => byte >= 0x20,
+    });
+    name_ok && value_ok
 }
 
 /// `host:port=COUNT/WL_COUNT`, or `host:port=REASON`.

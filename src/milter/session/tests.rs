@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::milter::cache::DigestMemo;
 use crate::milter::config;
 
 const EMPTY: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
@@ -68,7 +69,7 @@ fn rebuilds_the_message_as_the_client_sent_it() {
     feed(&mut session, MESSAGE);
     assert_eq!(session.spoofed_headers(), 1);
     assert_eq!(
-        session.end_of_message(),
+        session.end_of_message(&DigestMemo::new(0)),
         Step::Check(digest::digest(MESSAGE))
     );
 }
@@ -166,7 +167,7 @@ fn dry_run_accepts() {
 }
 
 fn skipped(session: &mut Session) -> Option<String> {
-    match session.end_of_message() {
+    match session.end_of_message(&DigestMemo::new(0)) {
         Step::Done(outcome) => outcome.header,
         Step::Check(_) => None,
     }
@@ -234,7 +235,9 @@ fn empty_digest_is_not_checked_unless_configured() {
     );
     let mut session = session_with_empty_check();
     session.end_of_headers();
-    assert!(matches!(session.end_of_message(), Step::Check(d) if d.to_hex() == EMPTY));
+    assert!(
+        matches!(session.end_of_message(&DigestMemo::new(0)), Step::Check(d) if d.to_hex() == EMPTY)
+    );
 }
 
 fn session_with_empty_check() -> Session {
@@ -247,6 +250,94 @@ fn bad_input_does_not_panic() {
     session.header(b"\xff\x00", b"\x00\xff\n\n\r");
     session.body(b"\x00\x00--boundary\r\n\xff");
     session.end_of_headers();
-    let _ = session.end_of_message();
+    let _ = session.end_of_message(&DigestMemo::new(0));
     let _ = session.summary(&decide("", &[]));
+}
+
+/// `MESSAGE` as another copy of a spam run carries it: other envelope
+/// headers, in another order, with different folding.
+const ANOTHER_COPY: &[u8] = b"Received: from mx.example.com\r\n\tby mx.example.net; Sat, 1 Jan 2000 00:00:00 +0000\r\nMessage-ID: <1@example.com>\r\nFrom: b@example.org\r\nSubject: other\r\n\r\nThis is the body of a message that is long enough to count.\r\nAnother line of text that enters the digest here.\r\n";
+
+fn key_of(message: &[u8]) -> Option<TextKey> {
+    let mut session = session("");
+    feed(&mut session, message);
+    session.text_key()
+}
+
+#[test]
+fn copies_differing_in_plain_headers_share_a_key() {
+    assert_eq!(digest::digest(MESSAGE), digest::digest(ANOTHER_COPY));
+    assert!(key_of(MESSAGE).is_some());
+    assert_eq!(key_of(MESSAGE), key_of(ANOTHER_COPY));
+    let memo = DigestMemo::new(10);
+    for message in [MESSAGE, ANOTHER_COPY] {
+        let mut session = session("");
+        feed(&mut session, message);
+        assert_eq!(
+            session.end_of_message(&memo),
+            Step::Check(digest::digest(message))
+        );
+    }
+}
+
+#[test]
+fn content_headers_and_body_change_the_key() {
+    let with_type = [b"Content-Type: text/html\r\n".as_slice(), MESSAGE].concat();
+    let other_body = [MESSAGE, b"more\r\n".as_slice()].concat();
+    let base = key_of(MESSAGE);
+    assert_ne!(key_of(&with_type), base);
+    assert_ne!(key_of(&other_body), base);
+}
+
+#[test]
+fn headers_that_could_reshape_the_text_have_no_key() {
+    for (name, value) in [
+        (b"X-Bad Name".as_slice(), b"v".as_slice()),
+        (b"", b"v"),
+        (b"X-FF", b"a\x0cb"),
+        (b"X-VT", b"a\x0bb"),
+        (b"X-RS", b"a\x1eb"),
+        (b"X-LF", b"a\nb"),
+        (b"X-Trailing-LF", b"a\n"),
+        (b"X-NUL", b"a\0b"),
+    ] {
+        let mut session = session("");
+        session.header(name, value);
+        session.end_of_headers();
+        session.body(b"text\r\n");
+        assert_eq!(
+            session.text_key(),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    let mut session = session("");
+    session.header(b"X-Folded", b"a\n\tb\n c");
+    session.end_of_headers();
+    assert!(session.text_key().is_some());
+}
+
+/// The exactness argument of `text_key`, checked: a header that makes the
+/// key refuse would have changed the digest of the same body.
+#[test]
+fn a_refused_header_can_change_the_digest() {
+    let body = b"This line is long enough to be part of the digest.\r\nSo is this one, which is also long.\r\n";
+    let digest_with = |name: &[u8], value: &[u8]| {
+        let mut session = session("");
+        session.header(name, value);
+        session.header(b"Content-Type", b"text/plain");
+        session.end_of_headers();
+        session.body(body);
+        session.end_of_message(&DigestMemo::new(0))
+    };
+    let plain = digest_with(b"X-Plain", b"value");
+    assert_ne!(digest_with(b"X-Bad Name", b"value"), plain);
+    assert_ne!(
+        digest_with(
+            b"X-LF",
+            b"a\nThis line is not a header and starts the body."
+        ),
+        plain
+    );
 }

@@ -5,16 +5,21 @@
 mod miltertest;
 mod postfix;
 mod sendmail;
-mod util;
+pub mod util;
 
 use std::time::{Duration, Instant};
 
 use indymilter_test::{EomAction, Status};
 use pyzor_milter::protocol::Op;
 
-use crate::util::temp_dir;
+use pyzor_milter::milter::cache::DigestMemo;
+use pyzor_milter::milter::session::{Session, Step};
+
+use crate::util::reference::python_digests;
+use crate::util::{corpus_files, temp_dir};
 use util::{
-    Envelope, Mta, added_header, message_file, send, spam, start_milter, start_pyzord, tell,
+    Envelope, Mta, added_header, message_file, rebuild, send, spam, split_message, start_milter,
+    start_pyzord, tell,
 };
 
 /// A config for tests: nothing trusted (the test MTA is on loopback), one
@@ -345,5 +350,90 @@ async fn fifty_megabyte_message_is_skipped_or_digested() {
     assert_eq!(
         added_header(&actions),
         Some(format!("clean; digest={small}; {}=0/0", pyzord.address))
+    );
+}
+
+/// The digest memo (on with the cache) must never change a digest: each
+/// corpus message is given to a milter session as two copies of a spam run,
+/// the second with other envelope headers, and each digest must be Python
+/// pyzor's digest of the copy as the milter rebuilds it. (The session is
+/// driven directly: through the socket this takes minutes; the callbacks
+/// only pass the memo on.)
+#[test]
+fn digest_memo_keeps_every_digest_exact() {
+    let dir = temp_dir();
+    let config = std::sync::Arc::new(
+        pyzor_milter::milter::config::parse("", std::path::Path::new("t.toml")).expect("config"),
+    );
+    let memo = DigestMemo::new(100_000);
+    let mut copies = Vec::new();
+    let mut ours = Vec::new();
+    for (index, file) in corpus_files().iter().enumerate() {
+        let raw = std::fs::read(file).expect("read a corpus message");
+        let mut crlf = Vec::with_capacity(raw.len() + raw.len() / 20);
+        for &byte in raw.iter().filter(|&&byte| byte != b'\r') {
+            if byte == b'\n' {
+                crlf.push(b'\r');
+            }
+            crlf.push(byte);
+        }
+        let (headers, body) = split_message(&crlf);
+        let mut other: Vec<(String, String)> = vec![
+            (
+                "Received".into(),
+                format!("from relay{index}.example.com\n\tby mx.example.net; Sat, 1 Jan 2000"),
+            ),
+            ("X-Copy".into(), index.to_string()),
+        ];
+        other.extend(
+            headers
+                .iter()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("subject"))
+                .cloned(),
+        );
+        for (copy, headers) in [("a", &headers), ("b", &other)] {
+            let path = dir.path().join(format!("{index}{copy}.eml"));
+            std::fs::write(&path, rebuild(headers, &body)).expect("write a copy");
+            copies.push(path);
+            let mut session = Session::new(std::sync::Arc::clone(&config));
+            session.mail(std::sync::Arc::clone(&config), "<a@example.org>", None);
+            for (name, value) in headers.iter() {
+                session.header(name.as_bytes(), value.replace('\0', "").as_bytes());
+            }
+            session.end_of_headers();
+            session.body(&body);
+            ours.push(match session.end_of_message(&memo) {
+                Step::Check(digest) => digest.to_hex(),
+                Step::Done(outcome) => outcome.digest.map(|d| d.to_hex()).unwrap_or_default(),
+            });
+        }
+    }
+    let expected = python_digests(&copies);
+    let mut wrong = Vec::new();
+    let mut same_pairs = 0;
+    for (index, (path, python)) in copies.iter().zip(&expected).enumerate() {
+        let Ok(python) = python else { continue };
+        if index % 2 == 1 && expected[index - 1].as_ref().ok() == Some(python) {
+            same_pairs += 1;
+        }
+        if ours[index] != python.digest {
+            wrong.push(format!(
+                "{}: ours {}, Python {}",
+                path.display(),
+                ours[index],
+                python.digest
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} digests differ: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    // The memo was exercised: most pairs are one text under two envelopes.
+    assert!(
+        same_pairs * 10 > copies.len() / 2 * 9,
+        "{same_pairs} pairs agree"
     );
 }

@@ -214,6 +214,20 @@ pub fn split_message(message: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
     (headers, body)
 }
 
+/// The message the milter rebuilds from what [`send`] passes it: each
+/// header as `Name: value` (folds as CRLF, NULs dropped as `send` drops
+/// them), a blank line, the body.
+pub fn rebuild(headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut text = Vec::new();
+    for (name, value) in headers {
+        let value = value.replace('\0', "").replace('\n', "\r\n");
+        text.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    text.extend_from_slice(b"\r\n");
+    text.extend_from_slice(body);
+    text
+}
+
 /// Plays one SMTP session through the milter; returns the end-of-message
 /// actions and status.
 pub async fn send(
