@@ -38,12 +38,15 @@ impl ServerAddress {
 }
 
 impl fmt::Display for ServerAddress {
-    /// `host:port` as Python prints it; IPv6 hosts in brackets.
+    /// `host:port` as Python prints it (a host read from a Python line,
+    /// colons and all, reads back from its printed line); other hosts with
+    /// a colon, our IPv6 literals, in brackets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
+        let line = format!("{}:{}", self.host, self.port);
+        if self.host.contains(':') && !python_server_pattern(&line) {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "{}:{}", self.host, self.port)
+            f.write_str(&line)
         }
     }
 }
@@ -240,6 +243,24 @@ mod tests {
         );
         let (servers, _) = parse_servers("[fe80::1%eth0]:24441\n[::1%]:1\n[x]:1\n").expect("valid");
         assert_eq!(servers, vec![ServerAddress::new("fe80::1%eth0", 24441)]);
+    }
+
+    #[test]
+    fn hosts_print_as_read() {
+        // fuzz/regressions/client_homedir/bracketed-python-host: the
+        // servers file of that input. Python reads host "[8:1]" from it
+        // and prints "[8:1]:24441".
+        let text =
+            "# serverse = %(home)s/servers\nhome = ~/.pyzor\nTimeou\n[8:1]:24441\nfoo\n[cli[";
+        let (servers, _) = parse_servers(text).expect("valid");
+        assert_eq!(servers, vec![ServerAddress::new("[8:1]", 24441)]);
+        assert_eq!(servers[0].to_string(), "[8:1]:24441");
+        let (servers, _) = parse_servers("ab:12 junk:3\n[fe80::1%eth0]:5\n").expect("valid");
+        let printed: Vec<String> = servers.iter().map(ToString::to_string).collect();
+        assert_eq!(printed, ["ab:12 junk:3", "[fe80::1%eth0]:5"]);
+        for line in printed {
+            assert_eq!(parse_servers(&line).expect("valid").0.len(), 1, "{line}");
+        }
     }
 
     #[test]
