@@ -20,6 +20,7 @@ use super::Shared;
 use super::config::Reply;
 use super::session::{Disposition, Outcome, ServerCheck, Session, Step};
 use crate::client::{Answer, ServerError};
+use crate::protocol::{OK_CODE, PROTOCOL_VERSION, Response, ThreadId};
 
 /// Messages larger than this are digested off the async worker threads.
 const INLINE_DIGEST_LIMIT: usize = 256 * 1024;
@@ -295,8 +296,8 @@ fn set_reply(cx: &mut EomContext<Connection>, reply: &Reply, queue_id: &str) {
 fn server_check(answer: Answer) -> ServerCheck {
     let server = answer.server.to_string();
     let result = match answer.result {
-        Ok(response) => response.counts().map_err(|error| {
-            tracing::debug!(%server, %error, "unusable answer");
+        Ok(response) => usable_counts(&response).map_err(|why| {
+            tracing::debug!(%server, why, "unusable answer");
             "error".to_owned()
         }),
         Err(ServerError::Timeout { .. }) => Err("timeout".to_owned()),
@@ -306,4 +307,24 @@ fn server_check(answer: Answer) -> ServerCheck {
         }
     };
     ServerCheck { server, result }
+}
+
+/// The counts of an answer that may make a verdict: Code 200, our protocol
+/// version and our Thread (the client lets a Thread below 1024 through, as
+/// Python does for a server's error answers, but it is not an answer to
+/// our request). Anything else from a server is an error, never a verdict.
+fn usable_counts(response: &Response) -> Result<(i64, i64), String> {
+    match response.code() {
+        Ok(OK_CODE) => {}
+        Ok(code) => return Err(format!("code {code}")),
+        Err(error) => return Err(error.to_string()),
+    }
+    if response.get("PV").map(str::trim) != Some(PROTOCOL_VERSION) {
+        return Err(format!("protocol version {:?}", response.get("PV")));
+    }
+    match response.int_field("Thread") {
+        Ok(Some(thread)) if thread >= i64::from(ThreadId::MIN_OK) => {}
+        _ => return Err(format!("thread {:?}", response.get("Thread"))),
+    }
+    response.counts().map_err(|error| error.to_string())
 }
