@@ -88,6 +88,16 @@ pub fn predigest_lines(message: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Every normalised line long enough to count, in message order, before
+/// the selection: what the differential tests compare with Python's.
+#[doc(hidden)]
+pub fn counted_lines(message: &[u8]) -> Vec<String> {
+    let lines = predigest(message);
+    (0..lines.len())
+        .map(|index| lines.get(index).to_owned())
+        .collect()
+}
+
 /// Every normalised line long enough to count, in message order.
 fn predigest(message: &[u8]) -> normalize::Lines {
     let mut lines = normalize::Lines::default();

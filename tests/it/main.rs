@@ -7,6 +7,7 @@ mod cli_digest;
 mod client;
 mod client_util;
 mod digest;
+mod digest_fuzz;
 mod faults;
 mod milter;
 mod packaging;

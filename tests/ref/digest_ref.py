@@ -4,10 +4,11 @@
 Usage: digest_ref.py < PATHS    (one file path per line)
 
 For each file, in input order, prints one JSON object on one line:
-  {"file": PATH, "digest": HEX, "predigest": [LINE, ...]}
-where digest is `pyzor.digest.DataDigester(email.message_from_bytes(data))`
-and predigest is the lines `pyzor predigest` (PrintingDataDigester) would
-print for that message; or, when Python itself raises:
+  {"file": PATH, "digest": HEX, "predigest": [LINE, ...], "lines": [LINE, ...]}
+where digest is `pyzor.digest.DataDigester(email.message_from_bytes(data))`,
+predigest is the lines `pyzor predigest` (PrintingDataDigester) would
+print for that message, and lines is every normalised line long enough to
+count, before the selection; or, when Python itself raises:
   {"file": PATH, "error": "ExceptionName: message"}
 """
 
@@ -23,7 +24,15 @@ class CollectingDataDigester(DataDigester):
 
     def __init__(self, msg):
         self.lines = []
+        self.counted = []
         super().__init__(msg)
+
+    def should_handle_line(self, s):
+        # Every line DataDigester keeps, as it encodes it.
+        handled = super().should_handle_line(s)
+        if handled:
+            self.counted.append(s.encode("utf8", "ignore").decode("utf8"))
+        return handled
 
     def handle_line(self, line):
         # Exactly what PrintingDataDigester.handle_line prints.
@@ -40,7 +49,8 @@ def main():
             data = f.read()
         try:
             digester = CollectingDataDigester(email.message_from_bytes(data))
-            record = {"file": path, "digest": digester.value, "predigest": digester.lines}
+            record = {"file": path, "digest": digester.value, "predigest": digester.lines,
+                      "lines": digester.counted}
         except Exception as e:  # Python's own failure: the test skips these.
             record = {"file": path, "error": "%s: %s" % (type(e).__name__, e)}
         out.write(json.dumps(record) + "\n")

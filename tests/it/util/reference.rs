@@ -15,11 +15,13 @@ const MISMATCHES_SHOWN: usize = 5;
 /// Longest predigest line shown in a mismatch report, in characters.
 const LINE_SHOWN_CHARS: usize = 300;
 
-/// A digest and the predigest lines that made it.
+/// A digest, the predigest lines that made it, and every normalised line
+/// that counted before the selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digested {
     pub digest: String,
     pub predigest: Vec<String>,
+    pub lines: Vec<String>,
 }
 
 /// Python's answer for one file: the digest, or the exception it raised.
@@ -68,20 +70,24 @@ fn parse_record(line: &str) -> PythonResult {
     let digest = record["digest"]
         .as_str()
         .expect("digest_ref.py gives a digest");
-    let predigest = record["predigest"]
+    Ok(Digested {
+        digest: digest.to_owned(),
+        predigest: string_list(&record, "predigest"),
+        lines: string_list(&record, "lines"),
+    })
+}
+
+fn string_list(record: &serde_json::Value, key: &str) -> Vec<String> {
+    record[key]
         .as_array()
-        .expect("digest_ref.py gives predigest lines")
+        .unwrap_or_else(|| panic!("digest_ref.py gives {key}"))
         .iter()
         .map(|line| {
             line.as_str()
-                .expect("predigest lines are strings")
+                .unwrap_or_else(|| panic!("{key} lines are strings"))
                 .to_owned()
         })
-        .collect();
-    Ok(Digested {
-        digest: digest.to_owned(),
-        predigest,
-    })
+        .collect()
 }
 
 /// Our digest and predigest of a message; a panic becomes an error.
@@ -89,6 +95,7 @@ pub fn our_digest(message: &[u8]) -> Result<Digested, String> {
     catch_unwind(AssertUnwindSafe(|| Digested {
         digest: pyzor_milter::digest::digest(message).to_hex(),
         predigest: pyzor_milter::digest::predigest_lines(message),
+        lines: pyzor_milter::digest::counted_lines(message),
     }))
     .map_err(|panic| {
         let text = panic
@@ -108,9 +115,10 @@ pub struct Comparison {
     /// Messages Python itself fails on (skipped), with the first error.
     pub python_errors: usize,
     pub first_python_error: Option<String>,
-    /// Messages where we differ from Python (or panic), with the report
-    /// of the first few.
+    /// Messages where we differ from Python (or panic), each one's file,
+    /// and the report of the first few.
     pub mismatches: usize,
+    pub mismatched: Vec<PathBuf>,
     pub report: String,
 }
 
@@ -157,6 +165,7 @@ pub fn compare_files(files: &[PathBuf]) -> Comparison {
         let ours = our_digest(&message);
         if ours.as_ref() != Ok(&expected) {
             comparison.mismatches += 1;
+            comparison.mismatched.push(file.clone());
             if comparison.mismatches <= MISMATCHES_SHOWN {
                 describe_mismatch(&mut comparison.report, file, &expected, &ours);
             }
@@ -178,10 +187,30 @@ fn describe_mismatch(
         Ok(ours) => {
             let _ = writeln!(report, "  ours:   {}", ours.digest);
             show_lines(report, &ours.predigest);
+            show_first_difference(report, &expected.lines, &ours.lines);
         }
         Err(error) => {
             let _ = writeln!(report, "  ours:   {error}");
         }
+    }
+}
+
+/// Where the lines that counted first differ, when the predigest lines
+/// alone do not show it.
+fn show_first_difference(report: &mut String, expected: &[String], ours: &[String]) {
+    let _ = writeln!(
+        report,
+        "  lines that counted: python {}, ours {}",
+        expected.len(),
+        ours.len()
+    );
+    let at =
+        (0..expected.len().max(ours.len())).find(|&index| expected.get(index) != ours.get(index));
+    if let Some(index) = at {
+        let _ = writeln!(report, "  first different line, number {index}:");
+        let none = String::from("(none)");
+        show_lines(report, &[expected.get(index).unwrap_or(&none).clone()]);
+        show_lines(report, &[ours.get(index).unwrap_or(&none).clone()]);
     }
 }
 
