@@ -227,7 +227,11 @@ impl Session {
             self.message.spoofed += 1;
         }
         let space: &[u8] = if self.leading_space { b"" } else { b" " };
-        let length = name.len() + 1 + space.len() + value.len() + 2 + value.len() / 40;
+        // Exactly what is written below: each LF becomes CRLF and each CR
+        // is dropped, so the text never passes `max_message_size`.
+        let line_ends = value.iter().filter(|&&b| b == b'\n').count();
+        let dropped = value.iter().filter(|&&b| b == b'\r').count();
+        let length = name.len() + 1 + space.len() + value.len() + line_ends - dropped + 2;
         if !self.reserve(length) {
             return;
         }

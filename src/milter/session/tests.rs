@@ -223,6 +223,24 @@ fn oversize_is_skipped_and_memory_dropped() {
     );
 }
 
+/// fuzz/regressions/milter_session/folded-header-past-limit: a header
+/// folded on every line grows by a CR per fold; the text must still stay
+/// within `max_message_size`.
+#[test]
+fn folded_header_counts_its_crlf_against_the_limit() {
+    let mut session = session("max_message_size = 256");
+    let value = [&b"a"[..], &b"\n ".repeat(110)].concat();
+    session.header(b"Subject", &value);
+    assert_eq!(session.message_len(), 0);
+    session.end_of_headers();
+    session.body(b"body\n");
+    assert!(session.message_len() <= 256);
+    assert_eq!(
+        skipped(&mut session).as_deref(),
+        Some("skipped; reason=oversize")
+    );
+}
+
 #[test]
 fn empty_digest_is_not_checked_unless_configured() {
     let mut session = session("");
