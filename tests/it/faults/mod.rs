@@ -5,6 +5,7 @@
 //! killed and restarted by the tests on 127.0.0.1.
 
 mod backend;
+mod memory;
 mod milter;
 
 use std::net::{SocketAddr, UdpSocket};
