@@ -45,8 +45,10 @@ fn load(args: &Args) -> Result<Config, config::ConfigError> {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    // No colour codes: stderr is journald's or a log file.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -227,15 +227,15 @@ impl Session {
             self.message.spoofed += 1;
         }
         let space: &[u8] = if self.leading_space { b"" } else { b" " };
+        let shape = ValueShape::of(value);
         // Exactly what is written below: each LF becomes CRLF and each CR
         // is dropped, so the text never passes `max_message_size`.
-        let line_ends = value.iter().filter(|&&b| b == b'\n').count();
-        let dropped = value.iter().filter(|&&b| b == b'\r').count();
-        let length = name.len() + 1 + space.len() + value.len() + line_ends - dropped + 2;
+        let length =
+            name.len() + 1 + space.len() + value.len() + shape.line_ends - shape.dropped + 2;
         if !self.reserve(length) {
             return;
         }
-        if !is_plain_header(name, value) {
+        if !(shape.plain && is_header_name(name)) {
             self.message.odd_header = true;
         }
         let start = self.message.text.len();
@@ -243,11 +243,14 @@ impl Session {
         text.extend_from_slice(name);
         text.push(b':');
         text.extend_from_slice(space);
-        for &byte in value {
-            match byte {
-                b'\r' => {}
-                b'\n' => text.extend_from_slice(b"\r\n"),
-                _ => text.push(byte),
+        if shape.line_ends == 0 && shape.dropped == 0 {
+            text.extend_from_slice(value);
+        } else {
+            for (index, line) in value.split(|&byte| byte == b'\n').enumerate() {
+                if index > 0 {
+                    text.extend_from_slice(b"\r\n");
+                }
+                text.extend(line.iter().filter(|&&byte| byte != b'\r'));
             }
         }
         text.extend_from_slice(b"\r\n");
@@ -336,12 +339,12 @@ impl Session {
     /// `Content-Type` and `Content-Transfer-Encoding`. Every other header
     /// can only matter through the shape of its lines: by ending the header
     /// block early (a line that is not a header line, or a blank one), which
-    /// moves what follows into the body. [`is_plain_header`] admits only
-    /// names of feedparser's header characters and values whose only line
-    /// breaks are folds followed by a space or tab (other control
-    /// characters, which some line readers break at, are refused too), so
-    /// such headers are ordinary header lines wherever they stand, and two
-    /// texts with the same key have the same digest.
+    /// moves what follows into the body. Only names of feedparser's header
+    /// characters ([`is_header_name`]) and values whose only line breaks are
+    /// folds followed by a space or tab are admitted (other control
+    /// characters, which some line readers break at, are refused too:
+    /// [`ValueShape`]), so such headers are ordinary header lines wherever
+    /// they stand, and two texts with the same key have the same digest.
     pub fn text_key(&self) -> Option<TextKey> {
         let message = &self.message;
         let body_start = message.body_start?;
@@ -482,21 +485,47 @@ impl Session {
     }
 }
 
-/// Whether a header, rebuilt as `Name: value`, is one ordinary header line
-/// plus folds wherever it stands: a non-empty name of feedparser's header
-/// characters (`[\x21-\x39\x3b-\x7e]`), and a value without control
-/// characters other than tab, CR (dropped) and LF before a space or tab.
-fn is_plain_header(name: &[u8], value: &[u8]) -> bool {
-    let name_ok = !name.is_empty()
+/// What a header value holds that changes how it is written into the text
+/// and whether the text can have a key ([`Session::text_key`]).
+struct ValueShape {
+    /// LFs (each written as CRLF).
+    line_ends: usize,
+    /// CRs (dropped).
+    dropped: usize,
+    /// No control characters other than tab, CR and LF before a space or
+    /// tab: the value is one header line plus folds wherever it stands.
+    plain: bool,
+}
+
+impl ValueShape {
+    fn of(value: &[u8]) -> ValueShape {
+        let mut shape = ValueShape {
+            line_ends: 0,
+            dropped: 0,
+            plain: true,
+        };
+        for (index, &byte) in value.iter().enumerate() {
+            match byte {
+                b'\n' => {
+                    shape.line_ends += 1;
+                    shape.plain &= matches!(value.get(index + 1), Some(b' ' | b'\t'));
+                }
+                b'\r' => shape.dropped += 1,
+                b'\t' => {}
+                _ => shape.plain &= byte >= 0x20,
+            }
+        }
+        shape
+    }
+}
+
+/// Whether a header name is non-empty and all of feedparser's header
+/// characters (`[\x21-\x39\x3b-\x7e]`).
+fn is_header_name(name: &[u8]) -> bool {
+    !name.is_empty()
         && name
             .iter()
-            .all(|&byte| (0x21..=0x7e).contains(&byte) && byte != b':');
-    let value_ok = value.iter().enumerate().all(|(index, &byte)| match byte {
-        b'\t' | b'\r' => true,
-        b'\n' => matches!(value.get(index + 1), Some(b' ' | b'\t')),
-        _ => byte >= 0x20,
-    });
-    name_ok && value_ok
+            .all(|&byte| (0x21..=0x7e).contains(&byte) && byte != b':')
 }
 
 /// `host:port=COUNT/WL_COUNT`, or `host:port=REASON`.
