@@ -106,6 +106,24 @@ pub struct PyzordArgs {
     /// the operating system; FULL: once fsynced to disk (ours, not pyzord's)
     #[arg(long = "sqlite-synchronous")]
     pub sqlite_synchronous: Option<String>,
+    /// answer at most this many datagrams per second from one source (an
+    /// IPv4 address, or an IPv6 /64) and drop the rest unanswered; 0 (the
+    /// default) for no limit (ours, not pyzord's)
+    #[arg(long = "rate-limit", value_name = "PER_SECOND")]
+    pub rate_limit: Option<f64>,
+    /// how many datagrams a source may send at once; default two seconds'
+    /// worth of --rate-limit (ours, not pyzord's)
+    #[arg(long = "rate-limit-burst", value_name = "DATAGRAMS")]
+    pub rate_limit_burst: Option<f64>,
+    /// how many sources the rate limiter remembers, the least recent
+    /// forgotten first; default 65536 (ours, not pyzord's)
+    #[arg(long = "rate-limit-sources", value_name = "SOURCES")]
+    pub rate_limit_sources: Option<u64>,
+    /// how many signed requests are remembered to refuse their replay
+    /// within pyzor's 300-second window; default 262144 (ours, not
+    /// pyzord's)
+    #[arg(long = "replay-cache-size", value_name = "REQUESTS")]
+    pub replay_cache_size: Option<u64>,
     /// print version and exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
@@ -148,6 +166,26 @@ impl PyzordArgs {
         }
         if let Some(secs) = self.metrics_log_interval {
             overrides.insert("metricsloginterval".into(), secs.to_string());
+        }
+        let ours = [
+            ("ratelimit", self.rate_limit.map(|n| n.to_string())),
+            (
+                "ratelimitburst",
+                self.rate_limit_burst.map(|n| n.to_string()),
+            ),
+            (
+                "ratelimitsources",
+                self.rate_limit_sources.map(|n| n.to_string()),
+            ),
+            (
+                "replaycachesize",
+                self.replay_cache_size.map(|n| n.to_string()),
+            ),
+        ];
+        for (key, value) in ours {
+            if let Some(value) = value {
+                overrides.insert(key.into(), value);
+            }
         }
         overrides
     }
@@ -418,6 +456,8 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         let client = forward_client(dir)?;
         context.forward = Some(forwarder::start(client));
     }
+    context.limiter = config.rate_limit.map(server::limits::RateLimiter::new);
+    context.replay = server::replay::ReplayCache::new(config.replay_cache_size);
     let context = Arc::new(context);
     let address = format!("{}:{}", config.listen_address, config.port);
     let address = if config.listen_address.contains(':') {

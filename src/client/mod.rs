@@ -1,5 +1,8 @@
 //! Asking Pyzor servers over UDP: every server at once, each with its own
-//! timeout and one retransmission, IPv4 and IPv6.
+//! timeout and one retransmission, IPv4 and IPv6. The retransmission is a
+//! new request (another Thread, signed again with the current Time), since
+//! pyzord refuses a signed request it has served already as a replay; an
+//! answer to either one is taken.
 //!
 //! A [`Client`] owns the server list, the accounts that sign requests and
 //! the per-server timeout. Host names are resolved once, on first use, and
@@ -212,19 +215,32 @@ impl Client {
             .get(&(server.host.clone(), server.port))
             .cloned()
             .unwrap_or_else(Account::anonymous);
-        let thread = ThreadId::from_random(RandomState::new().hash_one(index));
-        let request = Request::new(op, digests, thread);
+        let random = RandomState::new().hash_one(index);
+        let thread = ThreadId::from_random(random);
+        // Another id for the retransmission, never the first one.
+        let span = u64::from(u16::MAX - ThreadId::MIN_OK);
+        let offset = u64::from(thread.get() - ThreadId::MIN_OK);
+        let retry_thread = ThreadId::from_random(offset + 1 + (random >> 16) % span);
+        let mut request = Request::new(op, digests, thread);
         let datagram = request.encode(&account, unix_time());
         tracing::debug!(%server, %thread, %op, user = %account.username, "sending");
         let mut end = Instant::now() + self.inner.timeout;
         if let Some(deadline) = deadline {
             end = end.min(deadline);
         }
-        let response = exchange(server, peer, &datagram, end).await?;
+        let retry = || {
+            request.thread = retry_thread;
+            request.encode(&account, unix_time())
+        };
+        let (response, resent) = exchange(server, peer, &datagram, retry, end).await?;
         let response = Response::parse(&response);
         tracing::debug!(%server, %thread, ?response, "received");
         response
             .verify(thread)
+            .or_else(|error| match error {
+                ResponseError::UnexpectedThread { .. } if resent => response.verify(retry_thread),
+                error => Err(error),
+            })
             .map_err(|source| ServerError::Response {
                 server: server.clone(),
                 source,
@@ -245,8 +261,9 @@ async fn resolve(server: ServerAddress) -> Result<SocketAddr, String> {
 }
 
 /// Sends the datagram and waits for one answer from `peer` until `end`,
-/// sending it a second time halfway if nothing came back (a lost request
-/// or response). Datagrams from other addresses are ignored.
+/// sending the `retry` datagram halfway if nothing came back (a lost
+/// request or response); says whether it did. Datagrams from other
+/// addresses are ignored.
 ///
 /// The socket stays unconnected, as Python's: Linux then reports no ICMP
 /// "port unreachable", so a closed port times out as it does for Python.
@@ -254,8 +271,9 @@ async fn exchange(
     server: &ServerAddress,
     peer: SocketAddr,
     datagram: &[u8],
+    retry: impl FnOnce() -> Vec<u8>,
     end: Instant,
-) -> Result<Vec<u8>, ServerError> {
+) -> Result<(Vec<u8>, bool), ServerError> {
     let send_error = |source| ServerError::Send {
         server: server.clone(),
         source,
@@ -287,16 +305,17 @@ async fn exchange(
             }
         })?;
         buffer.truncate(length);
-        return Ok(buffer);
+        return Ok((buffer, false));
     }
+    let mut retry = Some(retry);
     let resend_at = start + timeout / 2;
-    let mut resent = false;
     loop {
+        let resent = retry.is_none();
         let wait_until = if resent { end } else { resend_at };
         match tokio::time::timeout_at(wait_until, socket.recv_from(&mut buffer)).await {
             Ok(Ok((length, from))) if from == peer => {
                 buffer.truncate(length);
-                return Ok(buffer);
+                return Ok((buffer, resent));
             }
             Ok(Ok((_, from))) => {
                 tracing::debug!(%server, %from, "ignoring a datagram from another address");
@@ -304,8 +323,8 @@ async fn exchange(
             Ok(Err(error)) => return Err(receive_error(error)),
             Err(_elapsed) if !resent => {
                 tracing::debug!(%server, "no answer yet, sending again");
-                socket.send_to(datagram, peer).await.map_err(send_error)?;
-                resent = true;
+                let retry = retry.take().expect("not resent yet");
+                socket.send_to(&retry(), peer).await.map_err(send_error)?;
             }
             Err(_elapsed) => {
                 return Err(ServerError::Timeout {
@@ -402,6 +421,43 @@ mod tests {
         let client = client_for(&[server], Duration::from_millis(400));
         let answers = client.ask_all(Op::Ping, &[], None).await;
         assert!(answers[0].result.is_ok(), "{:?}", answers[0].result);
+    }
+
+    #[tokio::test]
+    async fn the_retransmission_is_signed_again_with_another_thread() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+        let requests = seen.clone();
+        let server = fake_server(move |request| {
+            let mut requests = requests.lock().expect("lock");
+            requests.push(request.to_vec());
+            // The first request is lost; the answer to the second carries
+            // the second's Thread.
+            (requests.len() > 1).then(|| {
+                let thread = thread_of(request);
+                format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {thread}\n\n").into_bytes()
+            })
+        })
+        .await;
+        let host = (server.ip().to_string(), server.port());
+        let accounts = Accounts::from([(
+            host,
+            Account {
+                username: "alice".into(),
+                salt: "salt".into(),
+                key: "0123abcd".into(),
+            },
+        )]);
+        let servers = vec![ServerAddress::new(server.ip().to_string(), server.port())];
+        let client = Client::new(servers, accounts, Duration::from_millis(400));
+        let answer = client.ask_all(Op::Report, &["a".repeat(40)], None).await;
+        assert!(answer[0].result.is_ok(), "{:?}", answer[0].result);
+        let requests = seen.lock().expect("lock").clone();
+        assert_eq!(requests.len(), 2);
+        let field =
+            |request: &[u8], name: &str| Response::parse(request).get(name).map(str::to_owned);
+        assert_ne!(field(&requests[0], "Thread"), field(&requests[1], "Thread"));
+        assert_ne!(field(&requests[0], "Sig"), field(&requests[1], "Sig"));
+        assert_eq!(field(&requests[1], "User").as_deref(), Some("alice"));
     }
 
     #[tokio::test]

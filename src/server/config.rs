@@ -3,6 +3,11 @@
 //! with a warning for each line skipped), then the command line. File names
 //! are made absolute against the homedir as pyzord's `expand_homefiles`.
 //!
+//! Keys of ours (metrics, SQLite durability, rate limiting, the replay
+//! cache) live in the same `[server]` section: Python pyzord's
+//! `load_configuration` reads the file with ConfigParser and only ever asks
+//! for its own keys, so the homedir stays shared with it.
+//!
 //! One difference on purpose: with no engine named, ours is the embedded
 //! SQLite file `pyzord.sqlite`, not gdbm's `pyzord.db`; a homedir that
 //! names gdbm (or holds an unnamed `pyzord.db`) is refused with the exact
@@ -11,6 +16,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::limits::{self, RateLimit};
+use super::replay;
 use crate::storage::sqlite::DEFAULT_FILE_NAME;
 use crate::storage::{Durability, EngineName};
 
@@ -28,6 +35,10 @@ const DEFAULT_PID_FILE: &str = "pyzord.pid";
 /// How often the request counters are logged (ours; 0 turns it off).
 pub const DEFAULT_METRICS_LOG_INTERVAL_SECS: u64 = 300;
 
+/// Without `RateLimitBurst`, a source may send this many seconds' worth of
+/// its rate at once (ours: a client's retry doubles a burst).
+pub const DEFAULT_RATE_LIMIT_BURST_SECS: f64 = 2.0;
+
 /// Settings Python pyzord has that a tokio server does not need; accepted,
 /// and logged as not needed.
 pub const IGNORED_SETTINGS: [&str; 8] = [
@@ -42,7 +53,7 @@ pub const IGNORED_SETTINGS: [&str; 8] = [
 ];
 
 /// The validated server configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub homedir: PathBuf,
     pub listen_address: String,
@@ -63,6 +74,12 @@ pub struct ServerConfig {
     pub metrics_log_interval_secs: u64,
     /// Ours: `SqliteSynchronous = NORMAL` (the default) or `FULL`.
     pub durability: Durability,
+    /// Ours: per-source rate limiting (`RateLimit`, `RateLimitBurst`,
+    /// `RateLimitSources`), off unless `RateLimit` is above 0.
+    pub rate_limit: Option<RateLimit>,
+    /// Ours: how many signed requests the replay cache holds
+    /// (`ReplayCacheSize`).
+    pub replay_cache_size: usize,
 }
 
 /// What can be wrong with the configuration.
@@ -214,6 +231,16 @@ pub fn load(
             });
         }
     };
+    let rate_limit = rate_limit(&get)?;
+    let replay_cache_size = whole_number(
+        get("replaycachesize"),
+        (
+            "ReplayCacheSize",
+            "not a whole number of requests, at least 1",
+        ),
+        replay::DEFAULT_CAPACITY,
+        1,
+    )?;
     let named_engine = get("engine");
     let engine = match named_engine.as_deref() {
         None => EngineName::Sqlite,
@@ -259,7 +286,78 @@ pub fn load(
         metrics_address: get("metricsaddress"),
         metrics_log_interval_secs,
         durability,
+        rate_limit,
+        replay_cache_size,
     })
+}
+
+/// A whole number of at least `min`, or `default` when the key is not set;
+/// `key` is its name and what a wrong value is not.
+fn whole_number(
+    value: Option<String>,
+    (key, why): (&'static str, &'static str),
+    default: usize,
+    min: usize,
+) -> Result<usize, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(number) if number >= min => Ok(number),
+        _ => Err(ConfigError::Invalid {
+            key,
+            value: text,
+            why,
+        }),
+    }
+}
+
+/// A finite number above 0.
+fn positive(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|value| value.is_finite() && *value > 0.0)
+}
+
+/// `RateLimit` (datagrams per second per source, 0 for none),
+/// `RateLimitBurst` and `RateLimitSources`.
+fn rate_limit(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<RateLimit>, ConfigError> {
+    let per_second = match get("ratelimit") {
+        None => return Ok(None),
+        Some(rate) if rate.trim().parse::<f64>() == Ok(0.0) => return Ok(None),
+        Some(rate) => positive(&rate).ok_or(ConfigError::Invalid {
+            key: "RateLimit",
+            value: rate,
+            why: "not a number of datagrams per second",
+        })?,
+    };
+    let burst = match get("ratelimitburst") {
+        None => (per_second * DEFAULT_RATE_LIMIT_BURST_SECS).ceil().max(1.0),
+        Some(burst) => {
+            positive(&burst)
+                .filter(|burst| *burst >= 1.0)
+                .ok_or(ConfigError::Invalid {
+                    key: "RateLimitBurst",
+                    value: burst,
+                    why: "not a number of datagrams, at least 1",
+                })?
+        }
+    };
+    let max_sources = whole_number(
+        get("ratelimitsources"),
+        (
+            "RateLimitSources",
+            "not a whole number of sources, at least 2",
+        ),
+        limits::DEFAULT_MAX_SOURCES,
+        2,
+    )?;
+    Ok(Some(RateLimit {
+        per_second,
+        burst,
+        max_sources,
+    }))
 }
 
 /// `os.path.expanduser` for a leading `~/`.
@@ -312,6 +410,44 @@ mod tests {
             (24441, "0.0.0.0", 10_368_000)
         );
         assert_eq!(config.dsn, dir.join("pyzord.sqlite").display().to_string());
+        assert_eq!(config.rate_limit, None);
+        assert_eq!(config.replay_cache_size, 262_144);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rate_limit_keys_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("pyzord-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("config"), "[server]\nRateLimit = 2.5\n").expect("write");
+        let config = load(&dir, &HashMap::new()).expect("valid");
+        assert_eq!(
+            config.rate_limit,
+            Some(RateLimit {
+                per_second: 2.5,
+                burst: 5.0,
+                max_sources: 65_536
+            })
+        );
+        let overrides = HashMap::from([
+            ("ratelimitburst".to_owned(), "1".to_owned()),
+            ("ratelimitsources".to_owned(), "100".to_owned()),
+        ]);
+        let config = load(&dir, &overrides).expect("valid");
+        assert_eq!(
+            config
+                .rate_limit
+                .map(|limit| (limit.burst, limit.max_sources)),
+            Some((1.0, 100))
+        );
+        let zero = HashMap::from([("ratelimit".to_owned(), "0".to_owned())]);
+        assert_eq!(load(&dir, &zero).expect("valid").rate_limit, None);
+        let bad = HashMap::from([("ratelimitburst".to_owned(), "0.5".to_owned())]);
+        let error = load(&dir, &bad).expect_err("burst below 1");
+        assert_eq!(
+            error.to_string(),
+            "invalid RateLimitBurst \"0.5\": not a number of datagrams, at least 1"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,11 +15,18 @@ use sha1::{Digest as _, Sha1};
 use super::Context;
 use super::access::ANONYMOUS;
 use super::message::{Message, PROTOCOL_VERSION, Response};
+use super::metrics::Rejection;
+use super::replay::Seen;
 use crate::storage::{Kind, Record};
 
 /// pyzor's `MAX_TIMESTAMP_DIFFERENCE`: how far a signed request's Time may
 /// be from ours, in seconds.
 pub const MAX_TIMESTAMP_DIFFERENCE_SECS: f64 = 300.0;
+
+/// The most Op-Digest headers a request may carry (ours; Python pyzord
+/// takes as many as fit in 8,192 bytes, about 740). Python's BatchClient
+/// sends 10 and our forwarder 100.
+pub const MAX_DIGESTS_PER_REQUEST: usize = 256;
 
 /// pyzor's `sys.maxsize`, the report count `pong` answers.
 const PONG_COUNT: i64 = i64::MAX;
@@ -84,11 +91,15 @@ impl Operation {
     }
 }
 
-/// Answers one request (always `Some` today; `None` is kept for requests
-/// that must get no answer).
+/// Answers one request; `None` for a request without a Thread, which no
+/// client can match an answer to (Python pyzord answers it with an empty
+/// Thread, a reflection of forged datagrams that we do not make).
 pub async fn handle(request: &Message, peer: IpAddr, context: &Context) -> Option<Response> {
-    // pyzord answers a request without Thread with an empty one.
-    let thread = request.get("Thread").unwrap_or_default();
+    let Some(thread) = request.get("Thread").filter(|thread| !thread.is_empty()) else {
+        context.metrics.reject(Rejection::NoThread);
+        tracing::debug!(%peer, "request without Thread dropped");
+        return None;
+    };
     let mut response = if thread.is_ascii() {
         Response::ok(thread)
     } else {
@@ -137,7 +148,15 @@ async fn really_handle(
             .accounts
             .get(user)
             .ok_or(RequestError::Signature("Unknown user."))?;
-        verify_signature(request, user, key, now_f64())?;
+        let now = now_f64();
+        let time = verify_signature(request, user, key, now)?;
+        let signature = request.get("Sig").unwrap_or_default();
+        // Forgotten once the Time is out of the window, which then refuses it.
+        let forget_at = time.saturating_add(MAX_TIMESTAMP_DIFFERENCE_SECS as i64 + 1);
+        if context.replay.check(user, signature, forget_at, now as i64) == Seen::Replayed {
+            context.metrics.reject(Rejection::Replayed);
+            return Err(RequestError::Signature("Signature already used."));
+        }
     }
     check_version(request.get("PV"))?;
     let operation = match request.get("Op") {
@@ -152,6 +171,10 @@ async fn really_handle(
     let Some(digests) = request.get_all("Op-Digest") else {
         return Ok(());
     };
+    if digests.len() > MAX_DIGESTS_PER_REQUEST {
+        context.metrics.reject(Rejection::TooManyDigests);
+        return Err(RequestError::Protocol("Too many digests in request"));
+    }
     let non_ascii = match operation {
         Operation::Check | Operation::Info => !digests[0].is_ascii(),
         Operation::Report | Operation::Whitelist => digests.iter().any(|d| !d.is_ascii()),
@@ -384,13 +407,14 @@ fn sha1_hex(parts: &[&[u8]]) -> String {
 }
 
 /// pyzor's `verify_signature`: Time within ±300 s, then
-/// `Sig == H(H(M) + ":" + T + ":" + H(U + ":" + lower(K)))`.
+/// `Sig == H(H(M) + ":" + T + ":" + H(U + ":" + lower(K)))`. Returns the
+/// request's Time.
 fn verify_signature(
     request: &Message,
     user: &str,
     key: &str,
     now: f64,
-) -> Result<(), RequestError> {
+) -> Result<i64, RequestError> {
     let time = match request.get("Time") {
         None => {
             return Err(RequestError::Internal(
@@ -418,7 +442,7 @@ fn verify_signature(
     if request.get("Sig") != Some(expected.as_bytes()) {
         return Err(RequestError::Signature("Invalid signature."));
     }
-    Ok(())
+    Ok(time)
 }
 
 #[cfg(test)]

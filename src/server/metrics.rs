@@ -1,5 +1,5 @@
 //! pyzord's counters: requests by operation and response code, latency,
-//! and backend errors. Lock-free atomics updated by every request, written
+//! backend errors, and datagrams rejected as abuse by reason. Lock-free atomics updated by every request, written
 //! in the Prometheus text format on an optional HTTP listener and logged at
 //! an interval.
 
@@ -29,6 +29,39 @@ pub const LATENCY_BOUNDS_SECS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
 ];
 
+/// Why a datagram was dropped unanswered, or a request refused before its
+/// operation ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Over its source's rate limit: dropped.
+    RateLimited,
+    /// No Thread to answer to: dropped.
+    NoThread,
+    /// A signed request seen before: answered 401.
+    Replayed,
+    /// More Op-Digest headers than allowed: answered 400.
+    TooManyDigests,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 4] = [
+        Rejection::RateLimited,
+        Rejection::NoThread,
+        Rejection::Replayed,
+        Rejection::TooManyDigests,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::RateLimited => "rate_limited",
+            Rejection::NoThread => "no_thread",
+            Rejection::Replayed => "replayed",
+            Rejection::TooManyDigests => "too_many_digests",
+        }
+    }
+}
+
 /// Every counter of one server.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -36,6 +69,7 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_SECS.len() + 1],
     latency_sum_micros: AtomicU64,
     backend_errors: AtomicU64,
+    rejections: [AtomicU64; Rejection::ALL.len()],
 }
 
 impl Metrics {
@@ -61,6 +95,16 @@ impl Metrics {
     /// Counts one failed database operation.
     pub fn backend_error(&self) {
         self.backend_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one datagram rejected as abuse.
+    pub fn reject(&self, reason: Rejection) {
+        self.rejections[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many datagrams were rejected for this reason.
+    pub fn rejected(&self, reason: Rejection) -> u64 {
+        self.rejections[reason as usize].load(Ordering::Relaxed)
     }
 
     /// All requests answered so far.
@@ -108,6 +152,16 @@ impl Metrics {
         out.push_str("# TYPE pyzord_backend_errors_total counter\n");
         let errors = self.backend_errors.load(Ordering::Relaxed);
         let _ = writeln!(out, "pyzord_backend_errors_total {errors}");
+        out.push_str(
+            "# HELP pyzord_rejected_total Datagrams dropped unanswered (rate_limited, \
+             no_thread) or refused before their operation (replayed, too_many_digests).\n",
+        );
+        out.push_str("# TYPE pyzord_rejected_total counter\n");
+        for reason in Rejection::ALL {
+            let count = self.rejected(reason);
+            let label = reason.label();
+            let _ = writeln!(out, "pyzord_rejected_total{{reason=\"{label}\"}} {count}");
+        }
         out
     }
 }
@@ -163,11 +217,14 @@ mod tests {
         metrics.record(b"check", 200, Duration::from_micros(50));
         metrics.record(b"bogus", 403, Duration::from_millis(2));
         metrics.backend_error();
+        metrics.reject(Rejection::Replayed);
         let text = metrics.prometheus();
         assert!(text.contains("pyzord_requests_total{op=\"check\",code=\"200\"} 1\n"));
         assert!(text.contains("pyzord_requests_total{op=\"other\",code=\"403\"} 1\n"));
         assert!(text.contains("pyzord_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("pyzord_request_duration_seconds_count 2\n"));
         assert!(text.contains("pyzord_backend_errors_total 1\n"));
+        assert!(text.contains("pyzord_rejected_total{reason=\"replayed\"} 1\n"));
+        assert!(text.contains("pyzord_rejected_total{reason=\"rate_limited\"} 0\n"));
     }
 }

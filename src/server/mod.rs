@@ -9,8 +9,10 @@
 pub mod access;
 pub mod config;
 pub mod handler;
+pub mod limits;
 pub mod message;
 pub mod metrics;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +43,10 @@ pub struct Context {
     access_files: Option<(PathBuf, PathBuf)>,
     pub forward: Option<Arc<dyn Forward>>,
     pub metrics: Arc<Metrics>,
+    /// Per-source rate limiting, off unless configured.
+    pub limiter: Option<limits::RateLimiter>,
+    /// Signed requests already served.
+    pub replay: replay::ReplayCache,
 }
 
 impl Context {
@@ -52,6 +58,8 @@ impl Context {
             access_files: None,
             forward: None,
             metrics: Arc::default(),
+            limiter: None,
+            replay: replay::ReplayCache::default(),
         }
     }
 
@@ -156,6 +164,11 @@ async fn receive_loop(
             }
         };
         let received = Instant::now();
+        if let Some(limiter) = &context.limiter
+            && !limiter.admit_logged(peer, received, &context.metrics)
+        {
+            continue;
+        }
         let request = Message::parse(&buffer[..length]);
         if inline_reads && is_read(&request) {
             respond(&socket, &request, peer, &context, received).await;

@@ -156,7 +156,11 @@ fn raw_datagrams_get_python_pyzords_answers() {
         our_home.path(),
     );
     for request in requests() {
-        let expected = ask(python.address, &request, WAIT).map(|answer| mask_times(&answer));
+        // Python answers a request without a Thread with an empty one; we
+        // do not answer it (server_abuse.rs).
+        let expected = ask(python.address, &request, WAIT)
+            .filter(|answer| !String::from_utf8_lossy(answer).contains("\nThread: \n"))
+            .map(|answer| mask_times(&answer));
         let actual = ask(ours.address, &request, WAIT).map(|answer| mask_times(&answer));
         assert_eq!(
             actual,
