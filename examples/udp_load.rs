@@ -9,6 +9,10 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+#[path = "common/udp.rs"]
+mod udp;
+use udp::thread_of;
+
 fn request(op: &str, sequence: u64) -> Vec<u8> {
     // Checks ask for 10,000 digests over and over; reports write new ones.
     let digest = match op {
@@ -17,13 +21,6 @@ fn request(op: &str, sequence: u64) -> Vec<u8> {
     };
     let op = if op == "echo" { "check" } else { op };
     format!("Op: {op}\nOp-Digest: {digest}\nThread: {sequence}\nPV: 2.1\n\n").into_bytes()
-}
-
-fn thread_of(answer: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(answer).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("Thread: "))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 fn load(address: &str, op: &str, in_flight: usize, seconds: f64) -> std::io::Result<()> {
