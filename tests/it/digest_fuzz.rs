@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::util::reference::compare_files;
-use crate::util::{files_in, manifest_dir, reference_python, run, temp_dir};
+use crate::util::{corpus_dir, files_in, manifest_dir, reference_python, run, temp_dir};
 
 /// Messages per run when PYZOR_FUZZ_COUNT is unset: about 15 s of the
 /// suite on the 2-core test machine.
@@ -40,7 +40,8 @@ fn count() -> usize {
     })
 }
 
-/// Runs fuzz_messages.py; returns its summary line.
+/// Runs fuzz_messages.py (with the corpus, part of which it mutates);
+/// returns its summary line.
 fn generate(dir: &Path, count: usize, seed: u64) -> String {
     let script = manifest_dir().join("tests/ref/fuzz_messages.py");
     let output = run(
@@ -48,7 +49,8 @@ fn generate(dir: &Path, count: usize, seed: u64) -> String {
             .arg(&script)
             .arg(dir)
             .arg(count.to_string())
-            .arg(seed.to_string()),
+            .arg(seed.to_string())
+            .arg(corpus_dir()),
         b"",
     );
     assert!(
