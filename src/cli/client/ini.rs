@@ -11,6 +11,11 @@ use std::collections::HashMap;
 /// Python's `configparser.MAX_INTERPOLATION_DEPTH`.
 const MAX_INTERPOLATION_DEPTH: usize = 10;
 
+/// Ours: the longest value interpolation may build. Python has no bound,
+/// and a few hundred bytes of nested references expand past any memory (20
+/// references 8 levels deep make a terabyte); no real value comes near it.
+const MAX_INTERPOLATED_LEN: usize = 1 << 20;
+
 /// Python's `ConfigParser.default_section`.
 const DEFAULT_SECTION: &str = "DEFAULT";
 
@@ -104,6 +109,11 @@ impl Ini {
             return Err(error("interpolation too deep".to_owned()));
         }
         while let Some(position) = rest.find('%') {
+            if out.len() > MAX_INTERPOLATED_LEN {
+                return Err(error(format!(
+                    "longer than {MAX_INTERPOLATED_LEN} bytes after interpolation"
+                )));
+            }
             out.push_str(&rest[..position]);
             rest = &rest[position..];
             if let Some(after) = rest.strip_prefix("%%") {
@@ -297,6 +307,33 @@ mod tests {
             Ok("/srv/servers".to_owned())
         );
         assert_eq!(ini.get("client", "logfile"), Ok("a\nb".to_owned()));
+    }
+
+    /// fuzz/regressions/client_homedir/interpolation-bomb: 922 bytes whose
+    /// ServersFile would interpolate to a terabyte.
+    #[test]
+    fn interpolation_is_bounded() {
+        let mut text = String::from("[client]\n");
+        for level in b'a'..b'i' {
+            let next = char::from(level + 1);
+            text.push_str(&format!(
+                "{} = {}\n",
+                char::from(level),
+                format!("%({next})s").repeat(20)
+            ));
+        }
+        text.push_str(&format!("i = {}\nServersFile = %(a)s\n", "x".repeat(48)));
+        assert_eq!(text.len(), 922);
+        let mut ini = Ini::default();
+        ini.add_section("client");
+        ini.read(&text).expect("valid syntax");
+        assert_eq!(
+            ini.get("client", "ServersFile"),
+            Err(IniError::Interpolation {
+                option: "h".to_owned(),
+                reason: "longer than 1048576 bytes after interpolation".to_owned()
+            })
+        );
     }
 
     #[test]
