@@ -292,6 +292,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.child = Self::spawn(&self.dir, self.port, &self.extra);
     }
+
+    /// The process id, for signals such as SIGSTOP.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
 }
 
 /// The database and the TCP user the MariaDB tests use.
@@ -378,5 +383,10 @@ impl Mariadb {
     /// recovers what was committed).
     pub fn restart(&mut self) {
         self.child = Self::spawn(&self.dir, self.port);
+    }
+
+    /// The process id, for signals such as SIGSTOP.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 }

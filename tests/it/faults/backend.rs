@@ -1,5 +1,6 @@
-//! Redis and MariaDB SIGKILLed while our pyzord takes a stream of reports,
-//! then restarted on the same port and data: every request gets an answer
+//! Redis and MariaDB frozen (SIGSTOP, then SIGCONT), then SIGKILLed and
+//! restarted on the same port and data, while our pyzord takes a stream of
+//! reports: every request gets an answer
 //! (an error one while the database is down) within a bound, pyzord serves
 //! again by itself once the database is back, and every report it
 //! acknowledged with Code 200 is in the database, read there directly.
@@ -111,6 +112,30 @@ impl Backend for Mariadb {
     }
 }
 
+/// A database server frozen by SIGSTOP and thawed by SIGCONT: it accepts
+/// connections (the kernel does) and answers nothing, the case that only
+/// timeouts turn into answers.
+struct Frozen(u32);
+
+impl Frozen {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.0.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {name} {}", self.0);
+    }
+}
+
+impl Backend for Frozen {
+    fn kill(&mut self) {
+        self.signal("-STOP");
+    }
+    fn restart(&mut self) {
+        self.signal("-CONT");
+    }
+}
+
 /// Runs the report stream against `server`, kills the database
 /// mid-stream, brings it back after [`OUTAGE`], and checks the answers;
 /// returns the acknowledged digests.
@@ -175,7 +200,7 @@ fn outage(engine: &str, server: SocketAddr, backend: &mut impl Backend) -> HashS
 }
 
 #[test]
-fn redis_killed_and_restarted_under_load() {
+fn redis_frozen_then_killed_and_restarted_under_load() {
     let dir = temp_dir();
     // What an operator who wants every acknowledged write kept runs.
     let mut redis = RedisServer::start_with(
@@ -185,7 +210,8 @@ fn redis_killed_and_restarted_under_load() {
     let home = open_homedir();
     let dsn = format!("127.0.0.1,{},,0", redis.port);
     let ours = OurServer::start(EngineName::Redis, &dsn, home.path());
-    let acknowledged = outage("redis", ours.address, &mut redis);
+    let mut acknowledged = outage("redis frozen", ours.address, &mut Frozen(redis.pid()));
+    acknowledged.extend(outage("redis killed", ours.address, &mut redis));
     let client =
         redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port)).expect("redis url");
     let mut connection = client.get_connection().expect("connect to redis");
@@ -207,13 +233,14 @@ fn redis_killed_and_restarted_under_load() {
 }
 
 #[test]
-fn mariadb_killed_and_restarted_under_load() {
+fn mariadb_frozen_then_killed_and_restarted_under_load() {
     let dir = temp_dir();
     let mut mariadb = Mariadb::start(dir.path());
     let home = open_homedir();
     let dsn = format!("127.0.0.1:{},pyzor,secret,pyzor,public", mariadb.port);
     let ours = OurServer::start(EngineName::Mysql, &dsn, home.path());
-    let acknowledged = outage("mariadb", ours.address, &mut mariadb);
+    let mut acknowledged = outage("mariadb frozen", ours.address, &mut Frozen(mariadb.pid()));
+    acknowledged.extend(outage("mariadb killed", ours.address, &mut mariadb));
     let output = Command::new("mariadb")
         .arg(format!(
             "--socket={}",
