@@ -99,6 +99,8 @@ struct Services {
     setup: Setup,
     redis: Process,
     pyzord: Process,
+    /// The largest RSS of a pyzord process just before it was killed, MB.
+    pyzord_rss_before_kill: f64,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -198,6 +200,7 @@ impl Services {
             setup,
             redis,
             pyzord,
+            pyzord_rss_before_kill: 0.0,
         })
     }
 
@@ -210,6 +213,7 @@ impl Services {
             self.setup.redis_up().await?;
             Ok("redis-server SIGKILLed and restarted")
         } else {
+            self.pyzord_rss_before_kill = self.pyzord_rss_before_kill.max(self.pyzord.rss_mb());
             self.pyzord.kill();
             tokio::time::sleep(OUTAGE).await;
             self.pyzord = self.setup.start_pyzord()?;
@@ -496,8 +500,9 @@ async fn soak(binary: &Path, corpus: &Path, work: &Path, minutes: f64) -> std::i
         acknowledged_count as u64 - unanswered
     );
     println!(
-        "RSS pyzord: {:.1} MB at start, {:.1} MB at end (the last of its processes)",
-        rss_start.0, rss_end.0
+        "RSS pyzord: {:.1} MB at start, {:.1} MB at end (the last of its processes; the \
+         largest before a kill {:.1} MB)",
+        rss_start.0, rss_end.0, services.pyzord_rss_before_kill
     );
     println!(
         "RSS milter: {:.1} MB at start, {:.1} MB at end",
