@@ -1,18 +1,25 @@
 //! The embedded default engine: one SQLite file in WAL mode holding the
 //! `digests` table of pyzor's MySQL schema (times as Unix seconds).
 //!
-//! One writer thread owns the only writing connection and group-commits:
-//! it takes every write waiting in its queue, applies them in one
-//! transaction, and answers each caller only after COMMIT returned, so a
-//! report acknowledged with Code 200 survives a crash. Reads use their own
-//! connections and, thanks to WAL, never wait for the writer.
+//! Writes are group-committed on the only writing connection, by whichever
+//! caller finds no commit under way (the committer): it takes every write
+//! waiting in the queue, applies them in one transaction, answers each
+//! caller only after COMMIT returned (so a report acknowledged with Code 200
+//! survives a crash), and goes on while writes keep arriving; callers that
+//! find a commit under way queue their write and wait for its answer.
+//! Reports and whitelists commit on the task that asked, which saves two
+//! thread hand-offs per commit against a writer thread (a third of the
+//! report path's time); bulk loads and cleanup go through a blocking
+//! thread, so a long one keeps the reports queued, never a runtime thread
+//! blocked. Reads use their own connections and, thanks to WAL, never wait
+//! for the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{Durability, Kind, Page, Record, Storage, StorageError, StorageFuture, now_secs};
 
@@ -22,6 +29,9 @@ pub const DEFAULT_FILE_NAME: &str = "pyzord.sqlite";
 
 /// How many queued writes one transaction takes at most.
 const MAX_WRITES_PER_COMMIT: usize = 4096;
+
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = -65_536;
 
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -59,7 +69,7 @@ const PUT: &str = "INSERT OR REPLACE INTO digests
 const CLEANUP: &str = "DELETE FROM digests
     WHERE MAX(COALESCE(r_updated, 0), COALESCE(wl_updated, 0)) < ?1";
 
-/// One write for the writer thread, with the caller waiting for its commit.
+/// One write, with the caller waiting for its commit.
 enum Write {
     Increment(Kind, Vec<String>, oneshot::Sender<Result<(), StorageError>>),
     Put(
@@ -69,10 +79,73 @@ enum Write {
     Cleanup(i64, oneshot::Sender<Result<u64, StorageError>>),
 }
 
+/// The writing side: the one writing connection and the writes waiting
+/// for the next commit.
+struct Writer {
+    /// Taken only by the committer (there is one at a time).
+    connection: Mutex<Connection>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Write>,
+    /// A committer is at work: it will take what is pending.
+    committing: bool,
+}
+
+/// A lock whose holder cannot have left the data half-changed (every
+/// critical section here only moves values), so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Writer {
+    /// Queues `write`. Returns whether the caller is now the committer, who
+    /// must call [`Writer::commit_pending`].
+    fn enqueue(&self, write: Write) -> bool {
+        let mut queue = lock(&self.queue);
+        queue.pending.push(write);
+        !std::mem::replace(&mut queue.committing, true)
+    }
+
+    /// The committer's work: commits everything queued, round after round,
+    /// until the queue is empty.
+    fn commit_pending(&self) {
+        loop {
+            let mut batch = {
+                let mut queue = lock(&self.queue);
+                if queue.pending.is_empty() {
+                    queue.committing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
+            let mut connection = lock(&self.connection);
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(MAX_WRITES_PER_COMMIT));
+                commit_batch(&mut connection, std::mem::replace(&mut batch, rest));
+            }
+        }
+    }
+}
+
+/// Makes sure a committer commits, even if its task is dropped while it
+/// lets the other writes in.
+struct Committer<'a>(&'a Writer);
+
+impl Drop for Committer<'_> {
+    fn drop(&mut self) {
+        self.0.commit_pending();
+    }
+}
+
 /// The SQLite engine.
 pub struct SqliteStorage {
     path: PathBuf,
-    writes: mpsc::UnboundedSender<Write>,
+    writer: Arc<Writer>,
     readers: Mutex<Vec<Connection>>,
     /// Dropped with the storage, which ends the checkpoint thread.
     _alive: Arc<()>,
@@ -98,12 +171,10 @@ impl SqliteStorage {
         // Checkpoints run on their own thread so that the writer never waits
         // for the fsyncs a checkpoint makes.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Reports go to random digests all over the table: keep its pages
+        // in memory rather than read them back with a system call each.
+        writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         writer.execute_batch(SCHEMA)?;
-        let (writes, queue) = mpsc::unbounded_channel();
-        thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, queue))
-            .map_err(|_| StorageError::WriterGone)?;
         let alive = Arc::new(());
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
@@ -114,7 +185,10 @@ impl SqliteStorage {
             .map_err(|_| StorageError::WriterGone)?;
         Ok(Self {
             path: path.to_owned(),
-            writes,
+            writer: Arc::new(Writer {
+                connection: Mutex::new(writer),
+                queue: Mutex::default(),
+            }),
             readers: Mutex::new(Vec::new()),
             _alive: alive,
         })
@@ -150,14 +224,36 @@ impl SqliteStorage {
         Ok(result?)
     }
 
-    async fn send<T>(
+    /// A write committed on this task (see the module doc). A committer
+    /// first yields once, so that the writes of the requests ready to run
+    /// join its transaction.
+    async fn write<T>(
         &self,
         write: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write,
     ) -> Result<T, StorageError> {
         let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(write(reply))
-            .map_err(|_| StorageError::WriterGone)?;
+        if self.writer.enqueue(write(reply)) {
+            let committer = Committer(&self.writer);
+            tokio::task::yield_now().await;
+            drop(committer);
+        }
+        answer.await.map_err(|_| StorageError::WriterGone)?
+    }
+
+    /// A write that may take long, committed on a blocking thread.
+    async fn write_blocking<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            if writer.enqueue(write(reply)) {
+                writer.commit_pending();
+            }
+        })
+        .await
+        .map_err(|_| StorageError::WriterGone)?;
         answer.await.map_err(|_| StorageError::WriterGone)?
     }
 }
@@ -187,12 +283,12 @@ impl Storage for SqliteStorage {
 
     fn increment<'a>(&'a self, kind: Kind, digests: &'a [String]) -> StorageFuture<'a, ()> {
         let digests = digests.to_vec();
-        Box::pin(self.send(move |reply| Write::Increment(kind, digests, reply)))
+        Box::pin(self.write(move |reply| Write::Increment(kind, digests, reply)))
     }
 
     fn put_many<'a>(&'a self, records: &'a [(String, Record)]) -> StorageFuture<'a, ()> {
         let records = records.to_vec();
-        Box::pin(self.send(move |reply| Write::Put(records, reply)))
+        Box::pin(self.write_blocking(move |reply| Write::Put(records, reply)))
     }
 
     fn scan<'a>(&'a self, after: Option<String>, limit: usize) -> StorageFuture<'a, Page> {
@@ -223,7 +319,7 @@ impl Storage for SqliteStorage {
 
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64> {
         let breakpoint = now_secs().saturating_sub(i64::try_from(max_age_secs).unwrap_or(0));
-        Box::pin(self.send(move |reply| Write::Cleanup(breakpoint, reply)))
+        Box::pin(self.write_blocking(move |reply| Write::Cleanup(breakpoint, reply)))
     }
 }
 
@@ -241,20 +337,6 @@ fn checkpoint_loop(connection: Connection, alive: Weak<()>) {
         }
     }
     let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-}
-
-/// The writer thread: drains the queue into one transaction per round.
-fn write_loop(mut connection: Connection, mut queue: mpsc::UnboundedReceiver<Write>) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_WRITES_PER_COMMIT {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
-        }
-        commit_batch(&mut connection, batch);
-    }
 }
 
 /// Applies a batch in one transaction and answers every caller after the
