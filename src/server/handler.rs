@@ -62,6 +62,9 @@ impl RequestError {
     }
 }
 
+/// CPython's `%.200R` in int()'s ValueError.
+const INT_ERROR_REPR_CHARS: usize = 200;
+
 /// What pyzor's `TypeError` says when a header held non-ASCII bytes (the
 /// email package then hands out a `Header` object, not a string).
 const UNHASHABLE_HEADER: &str = "unhashable type: 'Header'";
@@ -321,13 +324,14 @@ fn python_float(text: &str) -> Option<f64> {
     cleaned.parse().ok()
 }
 
-/// Python's `int(str)` in base 10, with its ValueError text.
+/// Python's `int(str)` in base 10, with its ValueError text, whose repr
+/// of the value CPython cuts at 200 characters (`%.200R`): the answer to a
+/// long Time stays short.
 fn python_int(text: &[u8]) -> Result<i64, RequestError> {
     let invalid = || {
-        RequestError::Internal(format!(
-            "invalid literal for int() with base 10: {}",
-            python_repr(text)
-        ))
+        let mut repr = python_repr(text);
+        repr.truncate(INT_ERROR_REPR_CHARS);
+        RequestError::Internal(format!("invalid literal for int() with base 10: {repr}"))
     };
     let trimmed = std::str::from_utf8(text).map_err(|_| invalid())?.trim();
     let unsigned = trimmed.trim_start_matches(['+', '-']);
@@ -481,6 +485,13 @@ mod tests {
             ))
         );
         assert_eq!(python_int(b" +1_000 "), Ok(1000));
+        // python3 -c "int('\x01' * 2000)": the repr cut at 200 characters.
+        let long = python_int(&[1u8; 2000]).expect_err("not a number");
+        let expected = format!(
+            "invalid literal for int() with base 10: '{}\\x0",
+            "\\x01".repeat(49)
+        );
+        assert_eq!(long, RequestError::Internal(expected));
     }
 
     #[test]

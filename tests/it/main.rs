@@ -12,6 +12,7 @@ mod faults;
 mod milter;
 mod packaging;
 mod server;
+mod server_abuse;
 mod server_util;
 mod spamassassin;
 mod util;

@@ -17,8 +17,8 @@ use crate::server_util::{
 use pyzor_milter::storage::EngineName;
 
 const WAIT: Duration = Duration::from_secs(3);
-const USER: &str = "alice";
-const KEY: &str = "0123456789ABCDEF";
+pub(crate) const USER: &str = "alice";
+pub(crate) const KEY: &str = "0123456789ABCDEF";
 const PASSWD: &str = "alice : 0123456789ABCDEF\n# a comment\nbroken line\n";
 const ACCESS: &str = "check report ping pong info : anonymous : allow\n\
                       all : alice : allow\n\
@@ -34,14 +34,14 @@ fn homedir_with_access() -> TempDir {
     dir
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
 /// Signs a request as pyzor's client does (`account.sign_msg`).
-fn signed(body: &str, user: &str, key: &str, time: i64) -> Vec<u8> {
+pub(crate) fn signed(body: &str, user: &str, key: &str, time: i64) -> Vec<u8> {
     let text = format!("{body}User: {user}\nTime: {time}");
     let hashed_key = hex::encode(Sha1::digest(format!("{user}:{}", key.to_lowercase())));
     let mut outer = Sha1::new();
@@ -53,7 +53,7 @@ fn signed(body: &str, user: &str, key: &str, time: i64) -> Vec<u8> {
 
 /// Replaces the values of the time fields, which may differ by the second
 /// the two servers wrote them in.
-fn mask_times(response: &[u8]) -> String {
+pub(crate) fn mask_times(response: &[u8]) -> String {
     String::from_utf8_lossy(response)
         .lines()
         .map(|line| match line.split_once(": ") {
@@ -173,7 +173,7 @@ fn raw_datagrams_get_python_pyzords_answers() {
 
 /// Runs Python's `pyzor` client against one server and returns its stdout
 /// (with the server's address replaced) and exit code.
-fn pyzor_client(server: SocketAddr, accounts: &str, args: &[&str], stdin: &[u8]) -> (String, i32) {
+pub(crate) fn pyzor_client(server: SocketAddr, accounts: &str, args: &[&str], stdin: &[u8]) -> (String, i32) {
     use std::io::Write;
     let home = temp_dir();
     std::fs::write(home.path().join("servers"), format!("{server}\n")).expect("servers");
