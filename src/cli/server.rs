@@ -457,6 +457,14 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         context.forward = Some(forwarder::start(client));
     }
     context.limiter = config.rate_limit.map(server::limits::RateLimiter::new);
+    if let Some(limit) = config.rate_limit {
+        tracing::info!(
+            per_second = limit.per_second,
+            burst = limit.burst,
+            sources = limit.max_sources,
+            "rate limiting each source"
+        );
+    }
     context.replay = server::replay::ReplayCache::new(config.replay_cache_size);
     let context = Arc::new(context);
     let address = format!("{}:{}", config.listen_address, config.port);
