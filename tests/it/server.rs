@@ -173,7 +173,12 @@ fn raw_datagrams_get_python_pyzords_answers() {
 
 /// Runs Python's `pyzor` client against one server and returns its stdout
 /// (with the server's address replaced) and exit code.
-pub(crate) fn pyzor_client(server: SocketAddr, accounts: &str, args: &[&str], stdin: &[u8]) -> (String, i32) {
+pub(crate) fn pyzor_client(
+    server: SocketAddr,
+    accounts: &str,
+    args: &[&str],
+    stdin: &[u8],
+) -> (String, i32) {
     use std::io::Write;
     let home = temp_dir();
     std::fs::write(home.path().join("servers"), format!("{server}\n")).expect("servers");
