@@ -5,17 +5,16 @@
 use std::ffi::CString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use indymilter_test::{EomActions, MacroStage, Status, TestConnection};
 use pyzor_milter::client::{Accounts, Client, ServerAddress};
 use pyzor_milter::milter::{self, config};
 use pyzor_milter::protocol::Op;
-use pyzor_milter::server::{self, Context, access::Access};
-use pyzor_milter::storage::{self, EngineName, Storage};
+use pyzor_milter::storage::EngineName;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::server_util::OurServer;
 use crate::util::reference::python_digests;
 
 /// A service on its own runtime thread, stopped when dropped.
@@ -79,48 +78,13 @@ pub fn start_milter(text: &str) -> Running {
     }
 }
 
-/// Our pyzord on SQLite in `dir`, anonymous users allowed to whitelist.
-pub fn start_pyzord(dir: &Path) -> Running {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = oneshot::channel::<()>();
+/// Our pyzord on SQLite in `dir`, anonymous users allowed every op
+/// (whitelist too), through its pyzord.access file.
+pub fn start_pyzord(dir: &Path) -> OurServer {
+    std::fs::write(dir.join("pyzord.access"), "all : anonymous : allow\n")
+        .expect("write pyzord.access");
     let database = dir.join("pyzord.sqlite");
-    let thread = std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let storage: Arc<dyn Storage> =
-                storage::open(EngineName::Sqlite, database.to_str().expect("utf-8"), None)
-                    .await
-                    .expect("open the database")
-                    .into();
-            let mut access = Access {
-                accounts: Default::default(),
-                acl: server::access::default_acl(),
-            };
-            for ops in access.acl.values_mut() {
-                ops.insert("whitelist".into());
-            }
-            let context = Context::new(storage, access);
-            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            ready_tx
-                .send(socket.local_addr().expect("address"))
-                .expect("ready");
-            server::run(socket, Arc::new(context), async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("pyzord ran");
-        });
-    });
-    let address = ready_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("pyzord started");
-    Running {
-        address,
-        stop: Some(stop),
-        thread: Some(thread),
-        reload: None,
-    }
+    OurServer::start(EngineName::Sqlite, database.to_str().expect("utf-8"), dir)
 }
 
 /// Sends `op` for `digest` to the server `times` times.
