@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pyzor_milter::protocol::Op;
 
-use super::util::{message_file, spam, start_milter, start_pyzord, tell};
+use super::util::{delivered, message_file, spam, start_milter, start_pyzord, swaks, tell};
 use crate::util::temp_dir;
 
 const SERVICES: &str = "\
@@ -127,43 +127,17 @@ impl Postfix {
 
     /// Runs swaks with the message file; returns its transcript.
     fn swaks(&self, file: &Path) -> String {
-        let output = Command::new("swaks")
-            .args(["--server", &format!("127.0.0.1:{}", self.port)])
-            .args([
-                "--helo",
-                "client.example.org",
-                "--from",
-                "sender@example.org",
-            ])
-            .args(["--to", "rcpt@example.net", "--timeout", "60"])
-            .arg("--data")
-            .arg(file)
-            .output()
-            .expect("swaks is installed (apt-get install swaks; scripts/test does)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        swaks(self.port, "rcpt@example.net", Duration::from_secs(60), file)
     }
 
     /// The delivered messages' texts, waiting up to 20 s for `count`.
     fn delivered(&self, count: usize) -> Vec<String> {
-        let new = self.mail_dir.join("box/new");
-        let started = Instant::now();
-        loop {
-            let files: Vec<PathBuf> = std::fs::read_dir(&new)
-                .map(|entries| entries.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            if files.len() >= count {
-                return files
-                    .iter()
-                    .map(|f| std::fs::read_to_string(f).expect("read mail"))
-                    .collect();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "no delivery; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        delivered(
+            &self.mail_dir.join("box/new"),
+            count,
+            Duration::from_secs(20),
+            || self.log_text(),
+        )
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pyzor_milter::protocol::Op;
 
-use super::util::{message_file, spam, start_pyzord, tell};
+use super::util::{delivered, message_file, spam, start_pyzord, swaks, tell};
 use crate::util::{manifest_dir, our_binary, temp_dir};
 
 /// Where the packages are unpacked, unless PYZOR_SENDMAIL_ROOT says.
@@ -218,45 +218,14 @@ impl Sendmail {
 
     /// Runs swaks with the message file; returns its transcript.
     fn swaks(&self, file: &Path) -> String {
-        let output = Command::new("timeout")
-            .arg(WAIT.as_secs().to_string())
-            .arg("swaks")
-            .args(["--server", &format!("127.0.0.1:{}", self.port)])
-            .args([
-                "--helo",
-                "client.example.org",
-                "--from",
-                "sender@example.org",
-            ])
-            .args(["--to", &format!("root@{HOST_NAME}"), "--timeout", "20"])
-            .arg("--data")
-            .arg(file)
-            .output()
-            .expect("swaks is installed (apt-get install swaks; scripts/test does)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        swaks(self.port, &format!("root@{HOST_NAME}"), WAIT, file)
     }
 
     /// The delivered messages' texts, waiting up to [`WAIT`] for `count`.
     fn delivered(&self, count: usize) -> Vec<String> {
-        let new = self.mail_dir.join("new");
-        let started = Instant::now();
-        loop {
-            let files: Vec<PathBuf> = std::fs::read_dir(&new)
-                .map(|entries| entries.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            if files.len() >= count {
-                return files
-                    .iter()
-                    .map(|f| std::fs::read_to_string(f).expect("read mail"))
-                    .collect();
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "no delivery; sendmail's stderr:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        delivered(&self.mail_dir.join("new"), count, WAIT, || {
+            self.stderr_text()
+        })
     }
 }
 

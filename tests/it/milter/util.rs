@@ -263,3 +263,53 @@ pub fn added_header(actions: &EomActions) -> Option<String> {
         _ => None,
     })
 }
+
+/// Runs swaks against the MTA on `port` with the message file (wrapped in
+/// `timeout` so a stuck MTA cannot hang the test); returns its transcript.
+pub fn swaks(port: u16, recipient: &str, wait: Duration, file: &Path) -> String {
+    let output = std::process::Command::new("timeout")
+        .arg(wait.as_secs().to_string())
+        .arg("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args([
+            "--helo",
+            "client.example.org",
+            "--from",
+            "sender@example.org",
+        ])
+        .args(["--to", recipient, "--timeout", &wait.as_secs().to_string()])
+        .arg("--data")
+        .arg(file)
+        .output()
+        .expect("swaks is installed (apt-get install swaks; scripts/test does)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The texts of the messages delivered into the Maildir folder `new`,
+/// waiting up to `wait` for `count` of them; `log` tells what the MTA said
+/// when none come.
+pub fn delivered(
+    new: &Path,
+    count: usize,
+    wait: Duration,
+    log: impl Fn() -> String,
+) -> Vec<String> {
+    let started = std::time::Instant::now();
+    loop {
+        let files: Vec<PathBuf> = std::fs::read_dir(new)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if files.len() >= count {
+            return files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).expect("read mail"))
+                .collect();
+        }
+        assert!(
+            started.elapsed() < wait,
+            "no delivery; the MTA's log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
