@@ -17,7 +17,7 @@ use super::access::ANONYMOUS;
 use super::message::{Message, PROTOCOL_VERSION, Response};
 use super::metrics::Rejection;
 use super::replay::Seen;
-use crate::storage::{Kind, Record};
+use crate::storage::{Kind, Record, StorageError};
 
 /// pyzor's `MAX_TIMESTAMP_DIFFERENCE`: how far a signed request's Time may
 /// be from ours, in seconds.
@@ -81,6 +81,17 @@ enum Operation {
 }
 
 impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Pong => "pong",
+            Self::Info => "info",
+            Self::Check => "check",
+            Self::Report => "report",
+            Self::Whitelist => "whitelist",
+        }
+    }
+
     fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "ping" => Self::Ping,
@@ -94,14 +105,126 @@ impl Operation {
     }
 }
 
+/// What a request needs from the database before it can be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: the answer is [`Prepared::finish`]ed with [`Found::Nothing`].
+    Nothing,
+    /// The record of this digest ([`Found::Record`]).
+    Record(String),
+    /// These digests counted once more ([`Found::Written`]).
+    Write(Kind, Vec<String>),
+}
+
+/// What the database gave for a [`Need`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Nothing,
+    Record(Option<Record>),
+    Written,
+}
+
+/// The first half of handling a request ([`begin`]).
+pub enum Step {
+    /// The request is answered (or dropped, `None`) without the database.
+    Answer(Option<Response>),
+    /// The request passed every check; it is answered by
+    /// [`Prepared::finish`] once its [`Need`] is met.
+    Query(Prepared, Need),
+}
+
+/// A request that passed every check, waiting for the database. It owns
+/// what its answer needs, so that it may be finished on another thread
+/// (the one that committed its write).
+pub struct Prepared {
+    response: Response,
+    operation: Operation,
+    /// The usage log line but its code, when the usage log is on.
+    usage: Option<String>,
+}
+
+impl Prepared {
+    /// The operation's name, for the metrics.
+    pub fn operation(&self) -> &'static [u8] {
+        self.operation.name().as_bytes()
+    }
+
+    /// Answers the request with what the database gave, or with pyzord's
+    /// "Database temporarily unavailable." when it failed.
+    pub fn finish(self, found: Result<Found, StorageError>, context: &Context) -> Response {
+        let Prepared {
+            mut response,
+            operation,
+            usage,
+        } = self;
+        match found {
+            Ok(Found::Record(record)) => {
+                let record = record.unwrap_or_default();
+                if operation == Operation::Info {
+                    info_fields(&record, &mut response);
+                }
+                response
+                    .fields
+                    .push(("Count", record.report_count.to_string()));
+                response
+                    .fields
+                    .push(("WL-Count", record.whitelist_count.to_string()));
+            }
+            Ok(Found::Nothing | Found::Written) => {}
+            Err(error) => {
+                context.metrics.backend_error();
+                tracing::error!(error = %error, "database operation failed");
+                let error = RequestError::Internal("Database temporarily unavailable.".into());
+                tracing::info!(target: "pyzord-usage", "{}: {}", error.code(), error);
+                return failed(response, &error);
+            }
+        }
+        if let Some(usage) = usage {
+            tracing::info!(target: "pyzord-usage", "{usage},{}", response.code);
+        }
+        response
+    }
+}
+
 /// Answers one request; `None` for a request without a Thread, which no
 /// client can match an answer to (Python pyzord answers it with an empty
 /// Thread, a reflection of forged datagrams that we do not make).
 pub async fn handle(request: &Message, peer: IpAddr, context: &Context) -> Option<Response> {
+    let (prepared, need) = match begin(request, peer, context) {
+        Step::Answer(answer) => return answer,
+        Step::Query(prepared, need) => (prepared, need),
+    };
+    let storage = &context.storage;
+    let found = match need {
+        Need::Nothing => Ok(Found::Nothing),
+        Need::Record(digest) => storage.get(&digest).await.map(Found::Record),
+        Need::Write(kind, digests) => {
+            let written = storage.increment(kind, &digests).await;
+            written.map(|()| {
+                forward(context, kind, &digests);
+                Found::Written
+            })
+        }
+    };
+    Some(prepared.finish(found, context))
+}
+
+/// Hands reported or whitelisted digests to the forwarder, once stored.
+pub fn forward(context: &Context, kind: Kind, digests: &[String]) {
+    if let Some(forward) = &context.forward {
+        for digest in digests {
+            forward.queue(digest, kind);
+        }
+    }
+}
+
+/// Runs every check of a request in pyzor's order, up to what it needs
+/// from the database.
+pub fn begin(request: &Message, peer: IpAddr, context: &Context) -> Step {
     let Some(thread) = request.get("Thread").filter(|thread| !thread.is_empty()) else {
         context.metrics.reject(Rejection::NoThread);
         tracing::debug!(%peer, "request without Thread dropped");
-        return None;
+        return Step::Answer(None);
     };
     let mut response = if thread.is_ascii() {
         Response::ok(thread)
@@ -112,36 +235,51 @@ pub async fn handle(request: &Message, peer: IpAddr, context: &Context) -> Optio
         Some(user) if !user.is_empty() => String::from_utf8_lossy(user).into_owned(),
         _ => ANONYMOUS.to_owned(),
     };
-    let outcome = really_handle(request, &user, context, &mut response).await;
-    let (operation, digests) = (request.get("Op"), request.get_all("Op-Digest"));
-    match outcome {
-        Ok(()) => tracing::info!(
-            target: "pyzord-usage",
-            "{},{},{},{},{}",
-            user,
-            peer,
-            operation.map_or("None".into(), |op| python_repr(op).trim_matches('\'').to_owned()),
-            digests.map_or("None".into(), |all| {
-                let items: Vec<String> = all.iter().map(|digest| python_repr(digest)).collect();
-                format!("[{}]", items.join(", "))
-            }),
-            response.code
-        ),
+    match check(request, &user, context, &mut response) {
+        Ok((operation, need)) => {
+            let usage = tracing::enabled!(target: "pyzord-usage", tracing::Level::INFO)
+                .then(|| usage_line(request, &user, peer));
+            let prepared = Prepared {
+                response,
+                operation,
+                usage,
+            };
+            Step::Query(prepared, need)
+        }
         Err(error) => {
             tracing::info!(target: "pyzord-usage", %peer, "{}: {}", error.code(), error);
-            response.code = error.code();
-            response.diag = error.to_string();
+            Step::Answer(Some(failed(response, &error)))
         }
     }
-    Some(response)
 }
 
-async fn really_handle(
+/// The usage log line of a request that passed its checks, but its code.
+fn usage_line(request: &Message, user: &str, peer: IpAddr) -> String {
+    let operation = request.get("Op").map_or("None".into(), |op| {
+        python_repr(op).trim_matches('\'').to_owned()
+    });
+    let digests = request.get_all("Op-Digest").map_or("None".into(), |all| {
+        let items: Vec<String> = all.iter().map(|digest| python_repr(digest)).collect();
+        format!("[{}]", items.join(", "))
+    });
+    format!("{user},{peer},{operation},{digests}")
+}
+
+/// The response carrying an error's code and Diag.
+fn failed(mut response: Response, error: &RequestError) -> Response {
+    response.code = error.code();
+    response.diag = error.to_string();
+    response
+}
+
+/// pyzor's checks (signature, protocol version, ACL, operation, digests);
+/// returns the operation and what it needs from the database.
+fn check(
     request: &Message,
     user: &str,
     context: &Context,
     response: &mut Response,
-) -> Result<(), RequestError> {
+) -> Result<(Operation, Need), RequestError> {
     let access = context.access();
     if user != ANONYMOUS {
         if !request.get("User").unwrap_or_default().is_ascii() {
@@ -172,7 +310,7 @@ async fn really_handle(
     }
     let operation = Operation::parse(&operation).ok_or(RequestError::NotImplemented)?;
     let Some(digests) = request.get_all("Op-Digest") else {
-        return Ok(());
+        return Ok((operation, Need::Nothing));
     };
     if digests.len() > MAX_DIGESTS_PER_REQUEST {
         context.metrics.reject(Rejection::TooManyDigests);
@@ -190,66 +328,21 @@ async fn really_handle(
             "a bytes-like object is required, not 'Header'".into(),
         ));
     }
-    let digests: Vec<String> = digests
-        .iter()
-        .map(|digest| String::from_utf8_lossy(digest).into_owned())
-        .collect();
-    run(operation, digests, context, response).await
-}
-
-async fn run(
-    operation: Operation,
-    digests: Vec<String>,
-    context: &Context,
-    response: &mut Response,
-) -> Result<(), RequestError> {
-    let unavailable = |error: crate::storage::StorageError| {
-        context.metrics.backend_error();
-        tracing::error!(error = %error, "database operation failed");
-        RequestError::Internal("Database temporarily unavailable.".into())
-    };
-    match operation {
-        Operation::Ping => {}
+    let text = |digest: &[u8]| String::from_utf8_lossy(digest).into_owned();
+    let need = match operation {
+        Operation::Ping => Need::Nothing,
         Operation::Pong => {
             response.fields.push(("Count", PONG_COUNT.to_string()));
             response.fields.push(("WL-Count", "0".into()));
+            Need::Nothing
         }
-        Operation::Check | Operation::Info => {
-            let record = context
-                .storage
-                .get(&digests[0])
-                .await
-                .map_err(unavailable)?
-                .unwrap_or_default();
-            if operation == Operation::Info {
-                info_fields(&record, response);
-            }
-            response
-                .fields
-                .push(("Count", record.report_count.to_string()));
-            response
-                .fields
-                .push(("WL-Count", record.whitelist_count.to_string()));
+        Operation::Check | Operation::Info => Need::Record(text(digests[0])),
+        Operation::Report => Need::Write(Kind::Report, digests.iter().map(|d| text(d)).collect()),
+        Operation::Whitelist => {
+            Need::Write(Kind::Whitelist, digests.iter().map(|d| text(d)).collect())
         }
-        Operation::Report | Operation::Whitelist => {
-            let kind = if operation == Operation::Report {
-                Kind::Report
-            } else {
-                Kind::Whitelist
-            };
-            context
-                .storage
-                .increment(kind, &digests)
-                .await
-                .map_err(unavailable)?;
-            if let Some(forward) = &context.forward {
-                for digest in &digests {
-                    forward.queue(digest, kind);
-                }
-            }
-        }
-    }
-    Ok(())
+    };
+    Ok((operation, need))
 }
 
 fn info_fields(record: &Record, response: &mut Response) {

@@ -1,13 +1,19 @@
 //! pyzord: the Pyzor server. [`run`] serves one UDP socket until its
-//! shutdown future completes; every datagram becomes one call of
-//! [`handler::handle`] and at most one response datagram.
+//! shutdown future completes; every datagram gets at most one response
+//! datagram from the handler ([`handler::begin`] checks it and says what
+//! it needs from the database, [`handler::Prepared::finish`] answers with
+//! what the database gave). An engine in a local file is served from
+//! blocking threads ([`blocking`]), a networked one from a task per
+//! datagram ([`handler::handle`]).
 //!
-//! This module owns the UDP loop, the shared [`Context`] and reloading of
+//! This module owns the UDP loops, the shared [`Context`] and reloading of
 //! the access files. It never imports `client`: forwarding to upstream
 //! servers is handed in as a [`Forward`] sink.
 
 pub mod access;
+mod blocking;
 pub mod config;
+mod datagrams;
 pub mod handler;
 pub mod limits;
 pub mod message;
@@ -16,8 +22,9 @@ pub mod replay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -106,13 +113,30 @@ impl Context {
     }
 }
 
+/// How many threads serve an engine in a local file: one receives and
+/// answers reads while another commits and answers writes; more only help
+/// when the answers of one commit go out while the next one runs.
+const MIN_THREADS: usize = 2;
+const MAX_THREADS: usize = 4;
+
+/// How often a blocking serving thread looks whether it should stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// Serves `socket` until `shutdown` completes, then waits for the requests
 /// in the works (so every write that was started is committed and answered).
+///
+/// An engine in a local file is served from a few blocking threads that
+/// take turns at receiving datagrams in batches ([`blocking`]); a
+/// networked engine (Redis, MySQL) from a task per request, so that
+/// thousands of requests can wait on the database at once.
 pub async fn run(
     socket: UdpSocket,
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    if context.storage.as_local().is_some() {
+        return run_on_threads(socket, context, shutdown).await;
+    }
     let socket = Arc::new(socket);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
     let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -137,10 +161,38 @@ pub async fn run(
     Ok(())
 }
 
-/// Whether a request only reads, so that the receive loop may answer it
-/// itself when the engine reads without waiting (no task is spawned).
-fn is_read(request: &Message) -> bool {
-    !matches!(request.get("Op"), Some(b"report" | b"whitelist"))
+/// [`run`] on blocking threads, which serve the socket until `stop` is
+/// set and each finish the batch in hand (its writes committed and
+/// answered).
+async fn run_on_threads(
+    socket: UdpSocket,
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let socket = socket.into_std()?;
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(STOP_POLL))?;
+    let socket = Arc::new(socket);
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiving = Arc::new(std::sync::Mutex::new(()));
+    let count = std::thread::available_parallelism()
+        .map_or(MIN_THREADS, |cores| cores.get())
+        .clamp(MIN_THREADS, MAX_THREADS);
+    let mut threads = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let socket = Arc::clone(&socket);
+        let context = Arc::clone(&context);
+        let receiving = Arc::clone(&receiving);
+        let stop = Arc::clone(&stop);
+        threads.spawn_blocking(move || blocking::serve(&socket, &context, &receiving, &stop));
+    }
+    tokio::select! {
+        Some(_) = threads.join_next() => tracing::error!("a serving thread ended"),
+        () = shutdown => tracing::info!("shutting down"),
+    }
+    stop.store(true, Ordering::Relaxed);
+    while threads.join_next().await.is_some() {}
+    Ok(())
 }
 
 async fn receive_loop(
@@ -149,7 +201,6 @@ async fn receive_loop(
     in_flight: Arc<Semaphore>,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
-    let inline_reads = context.storage.reads_without_waiting();
     loop {
         let permit = Arc::clone(&in_flight)
             .acquire_owned()
@@ -170,11 +221,6 @@ async fn receive_loop(
             continue;
         }
         let request = Message::parse(&buffer[..length]);
-        if inline_reads && is_read(&request) {
-            respond(&socket, &request, peer, &context, received).await;
-            drop(permit);
-            continue;
-        }
         let socket = Arc::clone(&socket);
         let context = Arc::clone(&context);
         tokio::spawn(async move {

@@ -85,11 +85,48 @@ pub trait Storage: Send + Sync {
     /// went. Engines that expire by themselves (Redis) return 0.
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64>;
 
-    /// Whether `get` completes without waiting (a local file read), so a
-    /// caller may await it in place instead of spawning a task.
-    fn reads_without_waiting(&self) -> bool {
-        false
+    /// The engine's calls on the caller's thread, when it is a local file
+    /// whose calls never wait on the network (pyzord then serves it from
+    /// plain threads rather than a task per request).
+    fn as_local(&self) -> Option<&dyn LocalStorage> {
+        None
     }
+}
+
+/// An engine in a local file, called from the caller's thread.
+pub trait LocalStorage: Send + Sync {
+    /// The record of one digest, `None` when it was never stored. Never
+    /// waits for a write.
+    fn get_now(&self, digest: &str) -> Result<Option<Record>, StorageError>;
+
+    /// Counts every write, in one transaction with the writes other
+    /// threads queue meanwhile. Each write's `done` is called once that
+    /// transaction committed or failed, on the thread that ran it: this
+    /// one, before returning, or another thread already committing, which
+    /// takes these writes into its next transaction while this one returns
+    /// at once. `hooks` learns what this thread does meanwhile.
+    fn write_all(&self, writes: Vec<LocalWrite>, hooks: &dyn CommitHooks);
+}
+
+/// What the caller of [`LocalStorage::write_all`] does around the commits
+/// its thread runs.
+pub trait CommitHooks {
+    /// This thread is about to commit (no other was committing).
+    fn committing(&self) {}
+
+    /// This thread made a round of `done` calls (so that their answers
+    /// may go out together).
+    fn told(&self) {}
+}
+
+/// No hooks.
+impl CommitHooks for () {}
+
+/// A report or whitelist for [`LocalStorage::write_all`].
+pub struct LocalWrite {
+    pub kind: Kind,
+    pub digests: Vec<String>,
+    pub done: Box<dyn FnOnce(Result<(), StorageError>) + Send>,
 }
 
 /// The engine names of pyzor's `-e`/`Engine` setting that we know.

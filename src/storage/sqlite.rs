@@ -3,16 +3,17 @@
 //!
 //! Writes are group-committed on the only writing connection, by whichever
 //! caller finds no commit under way (the committer): it takes every write
-//! waiting in the queue, applies them in one transaction, answers each
-//! caller only after COMMIT returned (so a report acknowledged with Code 200
-//! survives a crash), and goes on while writes keep arriving; callers that
-//! find a commit under way queue their write and wait for its answer.
-//! Reports and whitelists commit on the task that asked, which saves two
-//! thread hand-offs per commit against a writer thread (a third of the
-//! report path's time); bulk loads and cleanup go through a blocking
-//! thread, so a long one keeps the reports queued, never a runtime thread
-//! blocked. Reads use their own connections and, thanks to WAL, never wait
-//! for the writer.
+//! waiting in the queue, applies them in one transaction, tells each
+//! caller only after COMMIT returned (so a report acknowledged with Code
+//! 200 survives a crash), and goes on while writes keep arriving; callers
+//! that find a commit under way queue their write for it. The committer is
+//! the caller's own thread: a pyzord serving thread ([`LocalStorage`]) or
+//! the task that asked ([`Storage::increment`]), which saves the hand-offs
+//! to and from a writer thread (a third of a report's time); bulk loads
+//! and cleanup go through a blocking thread, so a long one keeps the
+//! reports queued, never a runtime thread blocked. Reads use their own
+//! connections and, thanks to WAL, never wait for the writer. A thread of
+//! its own copies the WAL back into the database file ([`checkpoint_loop`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -21,7 +22,10 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{Durability, Kind, Page, Record, Storage, StorageError, StorageFuture, now_secs};
+use super::{
+    CommitHooks, Durability, Kind, LocalStorage, LocalWrite, Page, Record, Storage, StorageError,
+    StorageFuture, now_secs,
+};
 
 /// The file our default engine uses in the homedir. It differs from
 /// pyzord's `pyzord.db` (gdbm) so that neither opens the other's file.
@@ -32,6 +36,9 @@ const MAX_WRITES_PER_COMMIT: usize = 4096;
 
 /// The writer's page cache, in KiB (SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -65_536;
+
+/// The size in bytes a WAL file is cut back to when it starts over.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -69,27 +76,32 @@ const PUT: &str = "INSERT OR REPLACE INTO digests
 const CLEANUP: &str = "DELETE FROM digests
     WHERE MAX(COALESCE(r_updated, 0), COALESCE(wl_updated, 0)) < ?1";
 
-/// One write, with the caller waiting for its commit.
+/// One write.
 enum Write {
-    Increment(Kind, Vec<String>, oneshot::Sender<Result<(), StorageError>>),
-    Put(
-        Vec<(String, Record)>,
-        oneshot::Sender<Result<(), StorageError>>,
-    ),
-    Cleanup(i64, oneshot::Sender<Result<u64, StorageError>>),
+    Increment(Kind, Vec<String>),
+    Put(Vec<(String, Record)>),
+    Cleanup(i64),
+}
+
+/// A write waiting for its commit, and who to tell: called once the
+/// transaction holding it committed (with how many records a cleanup
+/// deleted) or failed, on the thread that committed it.
+struct Queued {
+    write: Write,
+    done: Box<dyn FnOnce(Result<u64, StorageError>) + Send>,
 }
 
 /// The writing side: the one writing connection and the writes waiting
 /// for the next commit.
 struct Writer {
-    /// Taken only by the committer (there is one at a time).
+    /// Taken by the committer, and briefly by the checkpoint thread.
     connection: Mutex<Connection>,
     queue: Mutex<Queue>,
 }
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<Write>,
+    pending: Vec<Queued>,
     /// A committer is at work: it will take what is pending.
     committing: bool,
 }
@@ -103,19 +115,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Writer {
-    /// Queues `write`. Returns whether the caller is now the committer, who
-    /// must call [`Writer::commit_pending`].
-    fn enqueue(&self, write: Write) -> bool {
+    /// Queues `writes`. Returns whether the caller is now the committer,
+    /// who must call [`Writer::commit_pending`].
+    fn enqueue(&self, writes: impl IntoIterator<Item = Queued>) -> bool {
         let mut queue = lock(&self.queue);
-        queue.pending.push(write);
+        queue.pending.extend(writes);
         !std::mem::replace(&mut queue.committing, true)
     }
 
     /// The committer's work: commits everything queued, round after round,
-    /// until the queue is empty.
-    fn commit_pending(&self) {
+    /// until the queue is empty or another caller took the committer's
+    /// role. Each round tells its callers after it gave the role up, so
+    /// that while this thread answers them (their datagrams take about as
+    /// long as the commit), a writer that arrives meanwhile commits the
+    /// next round on another thread.
+    fn commit_pending(&self, hooks: &dyn CommitHooks) {
         loop {
-            let mut batch = {
+            let batch = {
                 let mut queue = lock(&self.queue);
                 if queue.pending.is_empty() {
                     queue.committing = false;
@@ -123,11 +139,23 @@ impl Writer {
                 }
                 std::mem::take(&mut queue.pending)
             };
-            let mut connection = lock(&self.connection);
-            while !batch.is_empty() {
-                let rest = batch.split_off(batch.len().min(MAX_WRITES_PER_COMMIT));
-                commit_batch(&mut connection, std::mem::replace(&mut batch, rest));
+            hooks.committing();
+            let outcomes = {
+                let mut connection = lock(&self.connection);
+                commit_batch(&mut connection, batch)
+            };
+            lock(&self.queue).committing = false;
+            for (done, outcome) in outcomes {
+                done(outcome);
             }
+            hooks.told();
+            // Writes queued while this round committed, and not taken by a
+            // committer since, are this thread's again.
+            let mut queue = lock(&self.queue);
+            if queue.pending.is_empty() || queue.committing {
+                return;
+            }
+            queue.committing = true;
         }
     }
 }
@@ -138,7 +166,7 @@ struct Committer<'a>(&'a Writer);
 
 impl Drop for Committer<'_> {
     fn drop(&mut self) {
-        self.0.commit_pending();
+        self.0.commit_pending(&());
     }
 }
 
@@ -147,8 +175,6 @@ pub struct SqliteStorage {
     path: PathBuf,
     writer: Arc<Writer>,
     readers: Mutex<Vec<Connection>>,
-    /// Dropped with the storage, which ends the checkpoint thread.
-    _alive: Arc<()>,
 }
 
 impl SqliteStorage {
@@ -174,23 +200,25 @@ impl SqliteStorage {
         // Reports go to random digests all over the table: keep its pages
         // in memory rather than read them back with a system call each.
         writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        // A WAL grown by a burst goes back to this size when it starts over.
+        writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         writer.execute_batch(SCHEMA)?;
-        let alive = Arc::new(());
+        let writer = Arc::new(Writer {
+            connection: Mutex::new(writer),
+            queue: Mutex::default(),
+        });
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-        let token = Arc::downgrade(&alive);
+        checkpointer.pragma_update(None, "synchronous", synchronous)?;
+        let token = Arc::downgrade(&writer);
         thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, token))
             .map_err(|_| StorageError::WriterGone)?;
         Ok(Self {
             path: path.to_owned(),
-            writer: Arc::new(Writer {
-                connection: Mutex::new(writer),
-                queue: Mutex::default(),
-            }),
+            writer,
             readers: Mutex::new(Vec::new()),
-            _alive: alive,
         })
     }
 
@@ -227,12 +255,9 @@ impl SqliteStorage {
     /// A write committed on this task (see the module doc). A committer
     /// first yields once, so that the writes of the requests ready to run
     /// join its transaction.
-    async fn write<T>(
-        &self,
-        write: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write,
-    ) -> Result<T, StorageError> {
+    async fn write(&self, write: Write) -> Result<u64, StorageError> {
         let (reply, answer) = oneshot::channel();
-        if self.writer.enqueue(write(reply)) {
+        if self.writer.enqueue([Queued::reply(write, reply)]) {
             let committer = Committer(&self.writer);
             tokio::task::yield_now().await;
             drop(committer);
@@ -241,20 +266,50 @@ impl SqliteStorage {
     }
 
     /// A write that may take long, committed on a blocking thread.
-    async fn write_blocking<T: Send + 'static>(
-        &self,
-        write: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write + Send + 'static,
-    ) -> Result<T, StorageError> {
+    async fn write_blocking(&self, write: Write) -> Result<u64, StorageError> {
         let (reply, answer) = oneshot::channel();
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
-            if writer.enqueue(write(reply)) {
-                writer.commit_pending();
+            if writer.enqueue([Queued::reply(write, reply)]) {
+                writer.commit_pending(&());
             }
         })
         .await
         .map_err(|_| StorageError::WriterGone)?;
         answer.await.map_err(|_| StorageError::WriterGone)?
+    }
+}
+
+impl Queued {
+    /// A write whose outcome goes to a waiting task.
+    fn reply(write: Write, reply: oneshot::Sender<Result<u64, StorageError>>) -> Self {
+        Queued {
+            write,
+            done: Box::new(move |outcome| {
+                let _ = reply.send(outcome);
+            }),
+        }
+    }
+}
+
+impl LocalStorage for SqliteStorage {
+    fn get_now(&self, digest: &str) -> Result<Option<Record>, StorageError> {
+        self.read(|connection| {
+            connection
+                .prepare_cached(SELECT_ONE)?
+                .query_row([digest], |row| record_from_row(row, 0))
+                .optional()
+        })
+    }
+
+    fn write_all(&self, writes: Vec<LocalWrite>, hooks: &dyn CommitHooks) {
+        let queued = writes.into_iter().map(|write| Queued {
+            write: Write::Increment(write.kind, write.digests),
+            done: Box::new(move |outcome| (write.done)(outcome.map(|_| ()))),
+        });
+        if self.writer.enqueue(queued) {
+            self.writer.commit_pending(hooks);
+        }
     }
 }
 
@@ -271,24 +326,17 @@ fn record_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Re
 
 impl Storage for SqliteStorage {
     fn get<'a>(&'a self, digest: &'a str) -> StorageFuture<'a, Option<Record>> {
-        Box::pin(async move {
-            self.read(|connection| {
-                connection
-                    .prepare_cached(SELECT_ONE)?
-                    .query_row([digest], |row| record_from_row(row, 0))
-                    .optional()
-            })
-        })
+        Box::pin(async move { self.get_now(digest) })
     }
 
     fn increment<'a>(&'a self, kind: Kind, digests: &'a [String]) -> StorageFuture<'a, ()> {
-        let digests = digests.to_vec();
-        Box::pin(self.write(move |reply| Write::Increment(kind, digests, reply)))
+        let write = Write::Increment(kind, digests.to_vec());
+        Box::pin(async move { self.write(write).await.map(|_| ()) })
     }
 
     fn put_many<'a>(&'a self, records: &'a [(String, Record)]) -> StorageFuture<'a, ()> {
-        let records = records.to_vec();
-        Box::pin(self.write_blocking(move |reply| Write::Put(records, reply)))
+        let write = Write::Put(records.to_vec());
+        Box::pin(async move { self.write_blocking(write).await.map(|_| ()) })
     }
 
     fn scan<'a>(&'a self, after: Option<String>, limit: usize) -> StorageFuture<'a, Page> {
@@ -313,25 +361,66 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn reads_without_waiting(&self) -> bool {
-        true
-    }
-
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64> {
         let breakpoint = now_secs().saturating_sub(i64::try_from(max_age_secs).unwrap_or(0));
-        Box::pin(self.write_blocking(move |reply| Write::Cleanup(breakpoint, reply)))
+        Box::pin(self.write_blocking(Write::Cleanup(breakpoint)))
+    }
+
+    fn as_local(&self) -> Option<&dyn LocalStorage> {
+        Some(self)
     }
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+/// At most how many frames the checkpoint copies with the writer held:
+/// until the reports committed meanwhile are this few, it copies them
+/// beside the writer again (at most [`MAX_CHECKPOINT_PASSES`] times).
+const HELD_CHECKPOINT_FRAMES: i64 = 256;
 
-/// Copies the WAL into the database file in the background (PASSIVE: it
-/// never blocks the writer or the readers) until the storage is dropped.
-fn checkpoint_loop(connection: Connection, alive: Weak<()>) {
-    while alive.upgrade().is_some() {
+/// How many checkpoint passes run beside the writer before the held one.
+const MAX_CHECKPOINT_PASSES: usize = 8;
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Copies the WAL into the database file in the background until the
+/// storage is dropped.
+///
+/// A checkpoint that runs while reports commit never catches up with the
+/// end of the WAL, and SQLite starts the WAL over only after a checkpoint
+/// copied all of it: under a steady stream of reports it would grow without
+/// end (1.3 GB in 8 s here), each commit extending the file. So the bulk is
+/// copied beside the writer (PASSIVE: it blocks neither the writer nor the
+/// readers), then the few frames committed meanwhile with the writer held,
+/// which lets the next commit start the WAL over. Readers never wait.
+fn checkpoint_loop(connection: Connection, writer: Weak<Writer>) {
+    let checkpoint = || {
+        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })
+    };
+    loop {
         thread::sleep(CHECKPOINT_PERIOD);
-        let result = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        let Some(writer) = writer.upgrade() else {
+            break;
+        };
+        // A checkpoint copies the WAL as far as it was when it began; the
+        // reports committed since then are copied with the writer held.
+        let result = (|| -> rusqlite::Result<()> {
+            let (mut log, _) = checkpoint()?;
+            for _ in 0..MAX_CHECKPOINT_PASSES {
+                let (next, _) = checkpoint()?;
+                let appended = next - log;
+                log = next;
+                if appended <= HELD_CHECKPOINT_FRAMES {
+                    break;
+                }
+            }
+            if log > 0 {
+                let _held = lock(&writer.connection);
+                checkpoint()?;
+            }
+            Ok(())
+        })();
         if let Err(error) = result {
             tracing::debug!(%error, "wal checkpoint failed");
         }
@@ -339,48 +428,46 @@ fn checkpoint_loop(connection: Connection, alive: Weak<()>) {
     let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-/// Applies a batch in one transaction and answers every caller after the
-/// commit; if the transaction fails, every caller gets the error.
-fn commit_batch(connection: &mut Connection, batch: Vec<Write>) {
-    let now = now_secs();
-    let outcome = (|| -> rusqlite::Result<Vec<u64>> {
-        let transaction = connection.transaction()?;
-        let mut deleted = Vec::with_capacity(batch.len());
-        for write in &batch {
-            deleted.push(apply(&transaction, write, now)?);
-        }
-        transaction.commit()?;
-        Ok(deleted)
-    })();
-    match outcome {
-        Ok(deleted) => {
-            for (write, count) in batch.into_iter().zip(deleted) {
-                match write {
-                    Write::Increment(_, _, reply) | Write::Put(_, reply) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Write::Cleanup(_, reply) => {
-                        let _ = reply.send(Ok(count));
-                    }
+/// Who to tell what, once a transaction ended.
+type Told = Vec<(
+    Box<dyn FnOnce(Result<u64, StorageError>) + Send>,
+    Result<u64, StorageError>,
+)>;
+
+/// Applies a batch in transactions of at most [`MAX_WRITES_PER_COMMIT`]
+/// writes; returns each caller's outcome, for after the commit: how many
+/// records a cleanup deleted, or the error that failed its transaction.
+fn commit_batch(connection: &mut Connection, mut batch: Vec<Queued>) -> Told {
+    let mut told = Vec::with_capacity(batch.len());
+    while !batch.is_empty() {
+        let rest = batch.split_off(batch.len().min(MAX_WRITES_PER_COMMIT));
+        let now = now_secs();
+        let outcome = (|| -> rusqlite::Result<Vec<u64>> {
+            let transaction = connection.transaction()?;
+            let mut deleted = Vec::with_capacity(batch.len());
+            for queued in &batch {
+                deleted.push(apply(&transaction, &queued.write, now)?);
+            }
+            transaction.commit()?;
+            Ok(deleted)
+        })();
+        match outcome {
+            Ok(deleted) => {
+                for (queued, count) in batch.into_iter().zip(deleted) {
+                    told.push((queued.done, Ok(count)));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "sqlite transaction failed");
+                let why = error.to_string();
+                for queued in batch {
+                    told.push((queued.done, Err(StorageError::Commit(why.clone()))));
                 }
             }
         }
-        Err(error) => {
-            tracing::error!(%error, "sqlite transaction failed");
-            let why = error.to_string();
-            for write in batch {
-                let failed = || StorageError::Commit(why.clone());
-                match write {
-                    Write::Increment(_, _, reply) | Write::Put(_, reply) => {
-                        let _ = reply.send(Err(failed()));
-                    }
-                    Write::Cleanup(_, reply) => {
-                        let _ = reply.send(Err(failed()));
-                    }
-                }
-            }
-        }
+        batch = rest;
     }
+    told
 }
 
 fn apply(
@@ -389,7 +476,7 @@ fn apply(
     now: i64,
 ) -> rusqlite::Result<u64> {
     match write {
-        Write::Increment(kind, digests, _) => {
+        Write::Increment(kind, digests) => {
             let sql = match kind {
                 Kind::Report => REPORT,
                 Kind::Whitelist => WHITELIST,
@@ -400,7 +487,7 @@ fn apply(
             }
             Ok(0)
         }
-        Write::Put(records, _) => {
+        Write::Put(records) => {
             let mut statement = transaction.prepare_cached(PUT)?;
             for (digest, record) in records {
                 statement.execute(params![
@@ -415,7 +502,7 @@ fn apply(
             }
             Ok(0)
         }
-        Write::Cleanup(breakpoint, _) => Ok(transaction.execute(CLEANUP, [breakpoint])? as u64),
+        Write::Cleanup(breakpoint) => Ok(transaction.execute(CLEANUP, [breakpoint])? as u64),
     }
 }
 
