@@ -21,7 +21,7 @@ pub struct HeaderBlock {
 
 /// Reads the header block at the start of `data`; never fails.
 pub fn parse(data: &[u8]) -> HeaderBlock {
-    let mut sources: Vec<Vec<&[u8]>> = Vec::new();
+    let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
     let mut body_start = data.len();
     let mut offset = 0;
     for line in lines(data) {
@@ -32,30 +32,37 @@ pub fn parse(data: &[u8]) -> HeaderBlock {
         }
         offset += line.len();
         if matches!(line.first(), Some(b' ' | b'\t')) {
-            if let Some(last) = sources.last_mut() {
-                last.push(line);
+            if let Some((_, value)) = fields.last_mut() {
+                value.extend_from_slice(line);
             }
         } else if !line.starts_with(b"From ") && line.first() != Some(&b':') {
-            sources.push(vec![line]);
+            if let Some((_, value)) = fields.last_mut() {
+                trim_line_end(value);
+            }
+            fields.push(field(line));
         }
     }
-    let fields = sources.into_iter().map(field).collect();
+    if let Some((_, value)) = fields.last_mut() {
+        trim_line_end(value);
+    }
     HeaderBlock { fields, body_start }
 }
 
-/// One field from its first line and continuation lines.
-fn field(source: Vec<&[u8]>) -> (String, Vec<u8>) {
-    let first = source[0];
+/// A field from its first line; its continuation lines are appended to the
+/// value as they come, and the final line end goes ([`trim_line_end`]).
+fn field(first: &[u8]) -> (String, Vec<u8>) {
     let colon = first.iter().position(|&b| b == b':').unwrap_or(first.len());
     let name = String::from_utf8_lossy(&first[..colon]).into_owned();
-    let mut value: Vec<u8> = first[(colon + 1).min(first.len())..]
+    let value = &first[(colon + 1).min(first.len())..];
+    let blanks = value
         .iter()
-        .copied()
-        .skip_while(|b| matches!(b, b' ' | b'\t'))
-        .collect();
-    for continuation in &source[1..] {
-        value.extend_from_slice(continuation);
-    }
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    (name, value[blanks..].to_vec())
+}
+
+/// Drops the line ends at the end of a whole value.
+fn trim_line_end(value: &mut Vec<u8>) {
     let kept = value.len()
         - value
             .iter()
@@ -63,7 +70,6 @@ fn field(source: Vec<&[u8]>) -> (String, Vec<u8>) {
             .take_while(|&&b| matches!(b, b'\r' | b'\n'))
             .count();
     value.truncate(kept);
-    (name, value)
 }
 
 /// Splits after each line end (`\r\n`, `\r` or `\n`), keeping the ends.

@@ -232,8 +232,8 @@ pub fn begin(request: &Message, peer: IpAddr, context: &Context) -> Step {
         Response::ok(unknown_8bit_word(thread).as_bytes())
     };
     let user = match request.get("User") {
-        Some(user) if !user.is_empty() => String::from_utf8_lossy(user).into_owned(),
-        _ => ANONYMOUS.to_owned(),
+        Some(user) if !user.is_empty() => String::from_utf8_lossy(user),
+        _ => ANONYMOUS.into(),
     };
     match check(request, &user, context, &mut response) {
         Ok((operation, need)) => {
@@ -303,7 +303,7 @@ fn check(
     let operation = match request.get("Op") {
         None => return Err(RequestError::Forbidden),
         Some(op) if !op.is_ascii() => return Err(RequestError::Internal(UNHASHABLE_HEADER.into())),
-        Some(op) => String::from_utf8_lossy(op).into_owned(),
+        Some(op) => String::from_utf8_lossy(op),
     };
     if !access.allows(user, &operation) {
         return Err(RequestError::Forbidden);
