@@ -3,8 +3,8 @@
 //!
 //! One thread at a time receives: it holds the receive token while it
 //! takes a batch of datagrams ([`datagrams::Batch`]), runs the first half
-//! of their handlers ([`handler::begin`]), and answers the reads at once in
-//! one `sendmmsg`. It hands the batch's reports and whitelists to the
+//! of their handlers ([`handler::begin`]), and answers the reads at once,
+//! read from one snapshot of the database and sent in one `sendmmsg`. It hands the batch's reports and whitelists to the
 //! engine's group commit: when another thread is committing, that one
 //! takes them into its next transaction and this one goes on receiving;
 //! when none is, this thread gives the token to a spare thread before it
@@ -125,6 +125,7 @@ fn answer(
 ) {
     let received = Instant::now();
     let mut answers = Vec::new();
+    let mut reads = Vec::new();
     let mut writes = Vec::new();
     for (data, peer) in batch.datagrams() {
         if let Some(limiter) = &context.limiter
@@ -147,7 +148,10 @@ fn answer(
         };
         let found = match need {
             Need::Nothing => Ok(Found::Nothing),
-            Need::Record(digest) => storage.get_now(&digest).map(Found::Record),
+            Need::Record(digest) => {
+                reads.push((prepared, digest, peer));
+                continue;
+            }
             Need::Write(kind, digests) => {
                 let socket = Arc::clone(socket);
                 let context = Arc::clone(context);
@@ -174,6 +178,25 @@ fn answer(
         };
         let operation = prepared.operation();
         let response = prepared.finish(found, context);
+        context
+            .metrics
+            .record(operation, response.code, received.elapsed());
+        answers.push((peer, response.to_bytes()));
+    }
+    let digests: Vec<&str> = reads.iter().map(|(_, digest, _)| digest.as_str()).collect();
+    let records = match digests.len() {
+        0 | 1 => None,
+        _ => storage.get_many(&digests).ok(),
+    };
+    let mut records = records.map(Vec::into_iter);
+    for (prepared, digest, peer) in reads {
+        // One read, or a batch whose snapshot failed: each on its own.
+        let record = match records.as_mut().and_then(Iterator::next) {
+            Some(record) => Ok(record),
+            None => storage.get_now(&digest),
+        };
+        let operation = prepared.operation();
+        let response = prepared.finish(record.map(Found::Record), context);
         context
             .metrics
             .record(operation, response.code, received.elapsed());

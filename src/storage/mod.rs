@@ -99,6 +99,12 @@ pub trait LocalStorage: Send + Sync {
     /// waits for a write.
     fn get_now(&self, digest: &str) -> Result<Option<Record>, StorageError>;
 
+    /// The records of several digests, read from one snapshot of the
+    /// database (one read transaction rather than one per digest).
+    fn get_many(&self, digests: &[&str]) -> Result<Vec<Option<Record>>, StorageError> {
+        digests.iter().map(|digest| self.get_now(digest)).collect()
+    }
+
     /// Counts every write, in one transaction with the writes other
     /// threads queue meanwhile. Each write's `done` is called once that
     /// transaction committed or failed, on the thread that ran it: this

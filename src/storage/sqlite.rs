@@ -302,6 +302,27 @@ impl LocalStorage for SqliteStorage {
         })
     }
 
+    fn get_many(&self, digests: &[&str]) -> Result<Vec<Option<Record>>, StorageError> {
+        self.read(|connection| {
+            connection.prepare_cached("BEGIN")?.execute([])?;
+            let records = (|| {
+                let mut statement = connection.prepare_cached(SELECT_ONE)?;
+                digests
+                    .iter()
+                    .map(|digest| {
+                        statement
+                            .query_row([digest], |row| record_from_row(row, 0))
+                            .optional()
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })();
+            let ended = connection.prepare_cached("COMMIT")?.execute([]);
+            let records = records?;
+            ended?;
+            Ok(records)
+        })
+    }
+
     fn write_all(&self, writes: Vec<LocalWrite>, hooks: &dyn CommitHooks) {
         let queued = writes.into_iter().map(|write| Queued {
             write: Write::Increment(write.kind, write.digests),

@@ -171,6 +171,84 @@ fn raw_datagrams_get_python_pyzords_answers() {
     }
 }
 
+/// Sends every request at once from one socket and returns the answers by
+/// Thread (masked times), once all came or `WAIT` passed.
+fn burst(server: SocketAddr, requests: &[Vec<u8>]) -> std::collections::BTreeMap<u64, String> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    for request in requests {
+        socket.send_to(request, server).expect("send");
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut buffer = [0u8; 8192];
+    while answers.len() < requests.len() && std::time::Instant::now() < deadline {
+        let Ok(length) = socket.recv(&mut buffer) else {
+            continue;
+        };
+        let answer = mask_times(&buffer[..length]);
+        let thread = answer
+            .lines()
+            .find_map(|line| line.strip_prefix("Thread: "))
+            .and_then(|thread| thread.parse().ok())
+            .expect("a Thread");
+        answers.insert(thread, answer);
+    }
+    answers
+}
+
+#[test]
+fn bursts_of_reads_and_writes_get_python_pyzords_answers() {
+    // Requests that arrive together are taken in one batch: the reads are
+    // answered from one snapshot, the writes share one commit. Every
+    // answer must still be Python pyzord's, request by request.
+    let python_home = homedir_with_access();
+    let our_home = homedir_with_access();
+    let python = PythonPyzord::start(python_home.path(), &[], &[]);
+    let dsn = our_home.path().join("pyzord.sqlite");
+    let ours = OurServer::start(
+        EngineName::Sqlite,
+        &dsn.display().to_string(),
+        our_home.path(),
+    );
+    let digests: Vec<String> = (0..6).map(|n| format!("{:040x}", 0xabc0 + n)).collect();
+    let request = |op: &str, digest: &str, thread: usize| {
+        format!("Op: {op}\nOp-Digest: {digest}\nThread: {thread}\nPV: 2.1\n\n").into_bytes()
+    };
+    // Digest n is reported n times, in one burst.
+    let reports: Vec<Vec<u8>> = digests
+        .iter()
+        .enumerate()
+        .flat_map(|(n, digest)| (0..n).map(move |_| digest))
+        .enumerate()
+        .map(|(thread, digest)| request("report", digest, 1000 + thread))
+        .collect();
+    let expected = burst(python.address, &reports);
+    assert_eq!(
+        expected.len(),
+        reports.len(),
+        "Python answered every report"
+    );
+    assert_eq!(burst(ours.address, &reports), expected);
+    // Then every digest checked and asked for info, 48 reads in one burst.
+    let reads: Vec<Vec<u8>> = (0..4)
+        .flat_map(|round| {
+            digests.iter().enumerate().flat_map(move |(n, digest)| {
+                let thread = 2000 + round * 100 + n * 2;
+                [
+                    request("check", digest, thread),
+                    request("info", digest, thread + 1),
+                ]
+            })
+        })
+        .collect();
+    let expected = burst(python.address, &reads);
+    assert_eq!(expected.len(), reads.len(), "Python answered every read");
+    assert_eq!(burst(ours.address, &reads), expected);
+}
+
 /// Runs Python's `pyzor` client against one server and returns its stdout
 /// (with the server's address replaced) and exit code.
 pub(crate) fn pyzor_client(
