@@ -144,8 +144,9 @@ fn requests() -> Vec<Vec<u8>> {
     requests
 }
 
-#[test]
-fn raw_datagrams_get_python_pyzords_answers() {
+/// Python pyzord and ours on SQLite, each in a homedir with the accounts
+/// and ACL above (first, so that they outlive the servers).
+fn both_servers() -> ([TempDir; 2], PythonPyzord, OurServer) {
     let python_home = homedir_with_access();
     let our_home = homedir_with_access();
     let python = PythonPyzord::start(python_home.path(), &[], &[]);
@@ -155,6 +156,12 @@ fn raw_datagrams_get_python_pyzords_answers() {
         &dsn.display().to_string(),
         our_home.path(),
     );
+    ([python_home, our_home], python, ours)
+}
+
+#[test]
+fn raw_datagrams_get_python_pyzords_answers() {
+    let (_homes, python, ours) = both_servers();
     for request in requests() {
         // Python answers a request without a Thread with an empty one; we
         // do not answer it (server_abuse.rs).
@@ -204,15 +211,7 @@ fn bursts_of_reads_and_writes_get_python_pyzords_answers() {
     // Requests that arrive together are taken in one batch: the reads are
     // answered from one snapshot, the writes share one commit. Every
     // answer must still be Python pyzord's, request by request.
-    let python_home = homedir_with_access();
-    let our_home = homedir_with_access();
-    let python = PythonPyzord::start(python_home.path(), &[], &[]);
-    let dsn = our_home.path().join("pyzord.sqlite");
-    let ours = OurServer::start(
-        EngineName::Sqlite,
-        &dsn.display().to_string(),
-        our_home.path(),
-    );
+    let (_homes, python, ours) = both_servers();
     let digests: Vec<String> = (0..6).map(|n| format!("{:040x}", 0xabc0 + n)).collect();
     let request = |op: &str, digest: &str, thread: usize| {
         format!("Op: {op}\nOp-Digest: {digest}\nThread: {thread}\nPV: 2.1\n\n").into_bytes()
@@ -301,15 +300,7 @@ pub(crate) fn pyzor_client(
 
 #[test]
 fn python_pyzor_client_sees_the_same_server() {
-    let python_home = homedir_with_access();
-    let our_home = homedir_with_access();
-    let python = PythonPyzord::start(python_home.path(), &[], &[]);
-    let dsn = our_home.path().join("pyzord.sqlite");
-    let ours = OurServer::start(
-        EngineName::Sqlite,
-        &dsn.display().to_string(),
-        our_home.path(),
-    );
+    let (_homes, python, ours) = both_servers();
     let message = b"From: a@example.com\nSubject: offer\n\nBuy cheap things at our shop today, \
                     the best prices on the whole internet for everyone.\n";
     let good = format!("127.0.0.1 : PORT : {USER} : salt,{KEY}\n");
