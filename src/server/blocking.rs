@@ -25,7 +25,7 @@ use std::time::Instant;
 use super::Context;
 use super::datagrams::{self, Batch};
 use super::handler::{self, Found, Need, Step};
-use super::message::Message;
+use super::message::{Message, Response};
 use crate::storage::{CommitHooks, LocalStorage, LocalWrite};
 
 /// Serves `socket` on this thread until `stop` is set, taking turns with
@@ -138,10 +138,7 @@ fn answer(
             Step::Answer(None) => continue,
             Step::Answer(Some(response)) => {
                 let operation = request.get("Op").unwrap_or_default();
-                context
-                    .metrics
-                    .record(operation, response.code, received.elapsed());
-                answers.push((peer, response.to_bytes()));
+                answers.push((peer, recorded(context, operation, &response, received)));
                 continue;
             }
             Step::Query(prepared, need) => (prepared, need),
@@ -155,18 +152,16 @@ fn answer(
             Need::Write(kind, digests) => {
                 let socket = Arc::clone(socket);
                 let context = Arc::clone(context);
-                let forwarded = digests.clone();
+                // The digests go on to the forwarder, when there is one.
+                let forwarded = context.forward.is_some().then(|| digests.clone());
                 let done = move |written: Result<(), _>| {
                     let found = written.map(|()| {
-                        handler::forward(&context, kind, &forwarded);
+                        if let Some(digests) = &forwarded {
+                            handler::forward(&context, kind, digests);
+                        }
                         Found::Written
                     });
-                    let operation = prepared.operation();
-                    let response = prepared.finish(found, &context);
-                    context
-                        .metrics
-                        .record(operation, response.code, received.elapsed());
-                    deliver(&socket, peer, response.to_bytes());
+                    deliver(&socket, peer, finished(prepared, found, &context, received));
                 };
                 writes.push(LocalWrite {
                     kind,
@@ -176,12 +171,7 @@ fn answer(
                 continue;
             }
         };
-        let operation = prepared.operation();
-        let response = prepared.finish(found, context);
-        context
-            .metrics
-            .record(operation, response.code, received.elapsed());
-        answers.push((peer, response.to_bytes()));
+        answers.push((peer, finished(prepared, found, context, received)));
     }
     let digests: Vec<&str> = reads.iter().map(|(_, digest, _)| digest.as_str()).collect();
     let records = match digests.len() {
@@ -195,17 +185,38 @@ fn answer(
             Some(record) => Ok(record),
             None => storage.get_now(&digest),
         };
-        let operation = prepared.operation();
-        let response = prepared.finish(record.map(Found::Record), context);
-        context
-            .metrics
-            .record(operation, response.code, received.elapsed());
-        answers.push((peer, response.to_bytes()));
+        let found = record.map(Found::Record);
+        answers.push((peer, finished(prepared, found, context, received)));
     }
     datagrams::send_all(socket, &answers);
     if !writes.is_empty() {
         storage.write_all(writes, turn);
     }
+}
+
+/// The answer to a prepared request, counted in the metrics.
+fn finished(
+    prepared: handler::Prepared,
+    found: Result<Found, crate::storage::StorageError>,
+    context: &Context,
+    received: Instant,
+) -> Vec<u8> {
+    let operation = prepared.operation();
+    let response = prepared.finish(found, context);
+    recorded(context, operation, &response, received)
+}
+
+/// A response's datagram, counted in the metrics.
+fn recorded(
+    context: &Context,
+    operation: &[u8],
+    response: &Response,
+    received: Instant,
+) -> Vec<u8> {
+    context
+        .metrics
+        .record(operation, response.code, received.elapsed());
+    response.to_bytes()
 }
 
 /// Answers waiting to go out, and where to.

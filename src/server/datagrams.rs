@@ -67,13 +67,8 @@ impl Batch {
             .iter_mut()
             .zip(addresses.iter_mut())
             .map(|(iovec, address)| {
-                // SAFETY: as above.
-                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                header.msg_hdr.msg_name = (address as *mut libc::sockaddr_storage).cast();
-                header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
-                header.msg_hdr.msg_iov = iovec;
-                header.msg_hdr.msg_iovlen = 1;
-                header
+                let length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                message_header(address, length, iovec)
             })
             .collect();
         // SAFETY: every header points at a live buffer of the stated length
@@ -155,15 +150,7 @@ fn send_some(socket: &UdpSocket, answers: &[(SocketAddr, Vec<u8>)]) -> io::Resul
     let mut headers: Vec<libc::mmsghdr> = iovecs
         .iter_mut()
         .zip(addresses.iter_mut())
-        .map(|(iovec, (address, length))| {
-            // SAFETY: a zeroed mmsghdr is a valid value.
-            let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            header.msg_hdr.msg_name = (address as *mut libc::sockaddr_storage).cast();
-            header.msg_hdr.msg_namelen = *length;
-            header.msg_hdr.msg_iov = iovec;
-            header.msg_hdr.msg_iovlen = 1;
-            header
-        })
+        .map(|(iovec, (address, length))| message_header(address, *length, iovec))
         .collect();
     // SAFETY: every header points at live memory of the stated lengths,
     // all outliving the call.
@@ -186,6 +173,23 @@ fn send_some(socket: &UdpSocket, answers: &[(SocketAddr, Vec<u8>)]) -> io::Resul
     let (peer, bytes) = &answers[0];
     socket.send_to(bytes, peer)?;
     Ok(1)
+}
+
+/// One datagram's entry for `recvmmsg` or `sendmmsg`: its peer's address
+/// (`length` bytes of it used) and its one buffer.
+#[cfg(target_os = "linux")]
+fn message_header(
+    address: &mut libc::sockaddr_storage,
+    length: libc::socklen_t,
+    iovec: &mut libc::iovec,
+) -> libc::mmsghdr {
+    // SAFETY: a zeroed mmsghdr (integers and null pointers) is a valid value.
+    let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    header.msg_hdr.msg_name = (address as *mut libc::sockaddr_storage).cast();
+    header.msg_hdr.msg_namelen = length;
+    header.msg_hdr.msg_iov = iovec;
+    header.msg_hdr.msg_iovlen = 1;
+    header
 }
 
 /// The sender's address as the kernel wrote it, if IPv4 or IPv6.

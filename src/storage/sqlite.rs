@@ -88,8 +88,12 @@ enum Write {
 /// deleted) or failed, on the thread that committed it.
 struct Queued {
     write: Write,
-    done: Box<dyn FnOnce(Result<u64, StorageError>) + Send>,
+    done: Done,
 }
+
+/// Who to tell how a write ended: how many records a cleanup deleted, or
+/// the error that failed its transaction.
+type Done = Box<dyn FnOnce(Result<u64, StorageError>) + Send>;
 
 /// The writing side: the one writing connection and the writes waiting
 /// for the next commit.
@@ -450,10 +454,7 @@ fn checkpoint_loop(connection: Connection, writer: Weak<Writer>) {
 }
 
 /// Who to tell what, once a transaction ended.
-type Told = Vec<(
-    Box<dyn FnOnce(Result<u64, StorageError>) + Send>,
-    Result<u64, StorageError>,
-)>;
+type Told = Vec<(Done, Result<u64, StorageError>)>;
 
 /// Applies a batch in transactions of at most [`MAX_WRITES_PER_COMMIT`]
 /// writes; returns each caller's outcome, for after the commit: how many
