@@ -134,6 +134,11 @@ impl std::str::FromStr for Socket {
                 if host.is_empty() {
                     return Err(invalid("missing host"));
                 }
+                // A host name, an IPv4 or an IPv6 address (with its zone).
+                let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_:%".contains(c);
+                if !host.chars().all(host_char) {
+                    return Err(invalid("bad host"));
+                }
                 let port = port.parse().map_err(|_| invalid("bad port"))?;
                 Ok(Socket::Inet {
                     host: host.to_owned(),
@@ -567,6 +572,13 @@ mod tests {
         assert!(
             error.starts_with("m.toml:2: unknown variant `bounce`"),
             "{error}"
+        );
+        // Found by the milter_config fuzz target: this host printed as a
+        // socket that no longer parsed.
+        let error = parse_text("socket = \"inet:2@04@044[:[>:1]\"\n").unwrap_err();
+        assert_eq!(
+            error,
+            "m.toml:1: invalid socket \"inet:2@04@044[:[>:1]\": bad host"
         );
         let error = parse_text("\nsocket = \"inet:foo\"\n").unwrap_err();
         assert_eq!(error, "m.toml:2: invalid socket \"inet:foo\": missing port");
