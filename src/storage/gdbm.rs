@@ -91,28 +91,114 @@ pub fn decode_record(value: &[u8]) -> Result<Record, String> {
     }
 }
 
-/// pyzor's `_dt_decode`: `None`, or a naive local `%Y-%m-%d %H:%M:%S[.%f]`,
-/// turned into Unix seconds as `time.mktime` does (fractions dropped).
+/// pyzor's `_dt_decode`: `None`, or a naive local time that Python's
+/// `strptime` reads with `%Y-%m-%d %H:%M:%S.%f` or `%Y-%m-%d %H:%M:%S`
+/// and `datetime` accepts, turned into Unix seconds as `time.mktime` does
+/// (the fraction dropped). Anything else is an error, as in Python (whose
+/// `_iteritems` then skips the record): a month 13 or a February 30 is
+/// refused, not carried over into the next year or month.
 fn decode_time(text: &str) -> Result<Option<i64>, String> {
     if text == "None" {
         return Ok(None);
     }
-    let bad = || format!("not a time: \"{text}\"");
-    let (date, time) = text.split_once(' ').ok_or_else(bad)?;
-    let time = time.split_once('.').map_or(time, |(whole, _)| whole);
-    let numbers = |field: &str, sep| -> Result<Vec<i32>, String> {
-        field
-            .split(sep)
-            .map(|part| part.parse::<i32>().map_err(|_| bad()))
-            .collect()
-    };
-    let (date, time) = (numbers(date, '-')?, numbers(time, ':')?);
-    let ([year, month, day], [hour, minute, second]) = (&date[..], &time[..]) else {
-        return Err(bad());
-    };
+    let time = StrptimeFields::parse(text).ok_or_else(|| format!("not a time: \"{text}\""))?;
     Ok(Some(local_to_unix(
-        *year, *month, *day, *hour, *minute, *second,
+        time.year,
+        time.month,
+        time.day,
+        time.hour,
+        time.minute,
+        time.second,
     )))
+}
+
+/// The fields of a time as `strptime` matches them, checked as `datetime`
+/// checks them.
+struct StrptimeFields {
+    year: i32,
+    month: i32,
+    day: i32,
+    hour: i32,
+    minute: i32,
+    second: i32,
+}
+
+impl StrptimeFields {
+    fn parse(text: &str) -> Option<Self> {
+        let mut rest = text;
+        // %Y is exactly four digits.
+        let year = take_digits(&mut rest, 4, 4)?;
+        expect(&mut rest, '-')?;
+        // %m is 1 to 12, with or without a leading zero.
+        let month = take_digits(&mut rest, 1, 2).filter(|m| (1..=12).contains(m))?;
+        expect(&mut rest, '-')?;
+        // %d is 1 to 31 with a leading zero or none, or a space and 1 to 9.
+        let day = match rest.strip_prefix(' ') {
+            Some(after) => {
+                rest = after;
+                take_digits(&mut rest, 1, 1).filter(|d| *d >= 1)?
+            }
+            None => take_digits(&mut rest, 1, 2).filter(|d| (1..=31).contains(d))?,
+        };
+        // The space of the format is one or more white-space characters.
+        let trimmed = rest.trim_start_matches(is_python_space);
+        if trimmed.len() == rest.len() {
+            return None;
+        }
+        rest = trimmed;
+        let hour = take_digits(&mut rest, 1, 2).filter(|h| *h <= 23)?;
+        expect(&mut rest, ':')?;
+        let minute = take_digits(&mut rest, 1, 2).filter(|m| *m <= 59)?;
+        expect(&mut rest, ':')?;
+        // %S allows 60 and 61; `datetime` then refuses them.
+        let second = take_digits(&mut rest, 1, 2).filter(|s| *s <= 59)?;
+        // %f: one to six digits.
+        if let Some(fraction) = rest.strip_prefix('.') {
+            rest = fraction;
+            take_digits(&mut rest, 1, 6)?;
+        }
+        let valid = rest.is_empty() && year >= 1 && day <= days_in_month(year, month);
+        valid.then_some(StrptimeFields {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        })
+    }
+}
+
+/// Takes `min..=max` ASCII digits from the front of `rest`, which must not
+/// go on with another digit.
+fn take_digits(rest: &mut &str, min: usize, max: usize) -> Option<i32> {
+    let count = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if !(min..=max).contains(&count) {
+        return None;
+    }
+    let value = rest[..count].parse().ok()?;
+    *rest = &rest[count..];
+    Some(value)
+}
+
+fn expect(rest: &mut &str, separator: char) -> Option<()> {
+    *rest = rest.strip_prefix(separator)?;
+    Some(())
+}
+
+/// Python's `\s` in a `str` pattern: `str.isspace`, which also counts the
+/// four information separators U+001C to U+001F.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+fn days_in_month(year: i32, month: i32) -> i32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Local broken-down time to Unix seconds with the C library's `mktime`,
