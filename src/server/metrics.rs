@@ -1,7 +1,7 @@
 //! pyzord's counters: requests by operation and response code, latency,
-//! backend errors, and datagrams rejected as abuse by reason. Lock-free atomics updated by every request, written
-//! in the Prometheus text format on an optional HTTP listener and logged at
-//! an interval.
+//! backend errors, and datagrams rejected as abuse by reason. Lock-free
+//! atomics updated by every request, written in the Prometheus text format
+//! on an optional HTTP listener and logged at an interval.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +107,23 @@ impl Metrics {
         self.rejections[reason as usize].load(Ordering::Relaxed)
     }
 
+    /// The rejections so far by reason, for the log: `rate_limited=3
+    /// replayed=1`, or `none`.
+    pub fn rejections_summary(&self) -> String {
+        let mut summary = String::new();
+        for reason in Rejection::ALL {
+            let count = self.rejected(reason);
+            if count > 0 {
+                let gap = if summary.is_empty() { "" } else { " " };
+                let _ = write!(summary, "{gap}{}={count}", reason.label());
+            }
+        }
+        if summary.is_empty() {
+            summary.push_str("none");
+        }
+        summary
+    }
+
     /// All requests answered so far.
     pub fn total(&self) -> u64 {
         self.requests
@@ -187,7 +204,8 @@ pub async fn serve_http(listener: TcpListener, metrics: std::sync::Arc<Metrics>)
     }
 }
 
-/// Logs the request total and rate every `period`.
+/// Logs the request total and rate, the backend errors and the rejections
+/// every `period`.
 pub async fn log_every(metrics: std::sync::Arc<Metrics>, period: Duration) {
     let mut interval = tokio::time::interval(period);
     interval.tick().await;
@@ -201,6 +219,7 @@ pub async fn log_every(metrics: std::sync::Arc<Metrics>, period: Duration) {
             total,
             rate = format!("{rate:.1}/s"),
             backend_errors = errors,
+            rejected = metrics.rejections_summary(),
             "requests"
         );
         last = total;
@@ -226,5 +245,18 @@ mod tests {
         assert!(text.contains("pyzord_backend_errors_total 1\n"));
         assert!(text.contains("pyzord_rejected_total{reason=\"replayed\"} 1\n"));
         assert!(text.contains("pyzord_rejected_total{reason=\"rate_limited\"} 0\n"));
+    }
+
+    #[test]
+    fn the_log_names_each_reason_seen() {
+        let metrics = Metrics::default();
+        assert_eq!(metrics.rejections_summary(), "none");
+        metrics.reject(Rejection::RateLimited);
+        metrics.reject(Rejection::RateLimited);
+        metrics.reject(Rejection::TooManyDigests);
+        assert_eq!(
+            metrics.rejections_summary(),
+            "rate_limited=2 too_many_digests=1"
+        );
     }
 }
