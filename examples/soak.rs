@@ -206,7 +206,7 @@ impl Services {
 
     /// Kills Redis or pyzord (`round` picks) and starts it again.
     async fn fault(&mut self, round: u64) -> std::io::Result<&'static str> {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             self.redis.kill();
             tokio::time::sleep(OUTAGE).await;
             self.redis = self.setup.start_redis()?;

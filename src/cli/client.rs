@@ -212,11 +212,11 @@ impl Session {
             renice(args.nice)?;
         }
         let homedir = args.homedir.clone().unwrap_or_else(default_homedir);
-        if !homedir.exists() {
-            if let Err(error) = std::fs::create_dir(&homedir) {
-                println!("ERROR {}.", python::os_error(&error, Some(&homedir)));
-                return Ok(None);
-            }
+        if !homedir.exists()
+            && let Err(error) = std::fs::create_dir(&homedir)
+        {
+            println!("ERROR {}.", python::os_error(&error, Some(&homedir)));
+            return Ok(None);
         }
         let mut config = Ini::default();
         config.add_section(SECTION);

@@ -252,10 +252,10 @@ async fn apply(cx: &mut EomContext<Connection>, outcome: &Outcome) -> Status {
                 tracing::warn!("{queue_id}: cannot remove header {name}: {error}");
             }
         }
-        if let Some(value) = header {
-            if let Err(error) = cx.actions.add_header(name.as_str(), value).await {
-                tracing::warn!("{queue_id}: cannot add header {name}: {error}");
-            }
+        if let Some(value) = header
+            && let Err(error) = cx.actions.add_header(name.as_str(), value).await
+        {
+            tracing::warn!("{queue_id}: cannot add header {name}: {error}");
         }
     }
     match &outcome.disposition {

@@ -239,10 +239,10 @@ impl Reply {
             _ if is_enhanced(rest) => (Some(rest), ""),
             _ => (None, rest),
         };
-        if let Some(enhanced) = enhanced {
-            if !enhanced.starts_with(class) {
-                return Err(invalid("the enhanced code's class differs from the code's"));
-            }
+        if let Some(enhanced) = enhanced
+            && !enhanced.starts_with(class)
+        {
+            return Err(invalid("the enhanced code's class differs from the code's"));
         }
         if text_part.contains(['\r', '\n', '\0']) {
             return Err(invalid("line breaks are not allowed"));
@@ -379,12 +379,12 @@ impl File {
             None => DEFAULT_TRUSTED_NETWORKS.iter().map(|n| n.parse()).collect(),
         }
         .map_err(bad("trusted_networks"))?;
-        if let Some(factor) = self.whitelist_factor {
-            if !(factor.is_finite() && factor >= 0.0) {
-                return Err(bad("whitelist_factor")(format!(
-                    "invalid whitelist factor {factor}: expected a number from 0"
-                )));
-            }
+        if let Some(factor) = self.whitelist_factor
+            && !(factor.is_finite() && factor >= 0.0)
+        {
+            return Err(bad("whitelist_factor")(format!(
+                "invalid whitelist factor {factor}: expected a number from 0"
+            )));
         }
         let header = self.header.unwrap_or_else(|| DEFAULT_HEADER.to_owned());
         if header.is_empty() || !header.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
@@ -507,10 +507,10 @@ fn key_offset(text: &str, key: &str) -> usize {
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
-                return offset;
-            }
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return offset;
         }
         offset += line.len();
     }

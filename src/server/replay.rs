@@ -93,7 +93,7 @@ impl ReplayCache {
         while entries.expiry_of.len() >= self.capacity {
             entries.evict_first();
             let evictions = self.evictions.fetch_add(1, Ordering::Relaxed);
-            if evictions % 10_000 == 0 {
+            if evictions.is_multiple_of(10_000) {
                 tracing::warn!(
                     capacity = self.capacity,
                     "replay cache full: forgetting signed requests before they expire; \

@@ -505,7 +505,7 @@ fn flood(ours: &OurPyzord, replayed: &[u8], sources: Range<u32>, sent: &mut u64)
         for _ in 0..count {
             let _ = socket.send_to(&flood_datagram(*sent, replayed), ours.address);
             *sent += 1;
-            if *sent % 64 == 0 {
+            if (*sent).is_multiple_of(64) {
                 // Wait for the server to drain its socket, so that it reads
                 // the flood rather than the kernel dropping it.
                 let paced = Instant::now();

@@ -69,10 +69,11 @@ impl QuoteFinder {
     /// The next `quote` (`'` or `"`) at or after `pos`.
     fn find(&mut self, text: &str, quote: u8, pos: usize) -> Option<usize> {
         let slot = usize::from(quote == b'"');
-        if let Some((from, found)) = self.last[slot] {
-            if from <= pos && found.is_none_or(|at| pos <= at) {
-                return found;
-            }
+        if let Some((from, found)) = self.last[slot]
+            && from <= pos
+            && found.is_none_or(|at| pos <= at)
+        {
+            return found;
         }
         let found = text
             .as_bytes()

@@ -172,7 +172,7 @@ fn split_params(value: &str) -> Vec<String> {
         let mut end = rest.find(';');
         while let Some(at) = end.filter(|&at| at > 0) {
             let head = &rest[..at];
-            if (head.matches('"').count() - head.matches("\\\"").count()) % 2 == 0 {
+            if (head.matches('"').count() - head.matches("\\\"").count()).is_multiple_of(2) {
                 break;
             }
             end = rest[at + 1..].find(';').map(|next| next + at + 1);
