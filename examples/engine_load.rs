@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/figures.rs"]
+mod figures;
+
 use pyzor_milter::storage::sqlite::{DEFAULT_FILE_NAME, SqliteStorage};
 use pyzor_milter::storage::{Kind, LocalStorage, LocalWrite};
 
@@ -50,15 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         latencies.push(began.elapsed());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let p99 = latencies
-        .get(latencies.len().saturating_mul(99) / 100)
-        .copied()
-        .unwrap_or_default();
-    println!(
-        "engine {:.0} {:.3} 0",
-        committed.load(Ordering::Relaxed) as f64 / elapsed,
-        p99.as_secs_f64() * 1000.0
-    );
+    let count = committed.load(Ordering::Relaxed);
+    figures::print_line("engine", count, elapsed, &mut latencies, 0);
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+#[path = "common/figures.rs"]
+mod figures;
 #[path = "common/udp.rs"]
 mod udp;
 use udp::thread_of;
@@ -56,16 +58,8 @@ fn load(address: &str, op: &str, in_flight: usize, seconds: f64) -> std::io::Res
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let p99 = latencies
-        .get(latencies.len().saturating_mul(99) / 100)
-        .copied()
-        .unwrap_or_default();
-    println!(
-        "{op} {:.0} {:.3} {lost}",
-        latencies.len() as f64 / elapsed,
-        p99.as_secs_f64() * 1000.0
-    );
+    let answered = latencies.len() as u64;
+    figures::print_line(op, answered, elapsed, &mut latencies, lost);
     Ok(())
 }
 
