@@ -102,6 +102,7 @@ async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
     let (reload_sender, reload) = mpsc::channel(1);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            super::notify::reloading();
             match load(&args) {
                 Ok(config) => {
                     if reload_sender.send(config).await.is_err() {
@@ -113,6 +114,7 @@ async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
                     chain(&error)
                 ),
             }
+            super::notify::reloaded();
         }
     });
     let shutdown = async move {
@@ -120,12 +122,16 @@ async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        super::notify::stopping();
         tracing::info!("shutting down after the messages in flight");
     };
     tracing::info!(socket = %config.socket, servers = config.servers.len(), "milter started");
+    super::notify::ready();
     let socket = config.socket.clone();
     let result = milter::run(listener, config, reload, shutdown).await;
-    if let Socket::Unix(path) = socket {
+    // A socket lost to another process's file is not ours to remove; a
+    // stale one is removed at the next start.
+    if let (Socket::Unix(path), Ok(())) = (socket, &result) {
         let _ = std::fs::remove_file(path);
     }
     result.context("the milter stopped")

@@ -10,6 +10,7 @@ mod client;
 mod generate;
 mod migrate;
 mod milter;
+mod notify;
 mod server;
 
 use std::ffi::OsString;

@@ -491,7 +491,10 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         let period = std::time::Duration::from_secs(config.metrics_log_interval_secs);
         tokio::spawn(metrics::log_every(Arc::clone(&context.metrics), period));
     }
-    server::run(socket, context, shutdown_signal()?).await?;
+    super::notify::ready();
+    server::run(socket, context, shutdown_signal()?)
+        .await
+        .context("pyzord stopped serving")?;
     tracing::info!("server shutdown");
     Ok(())
 }
@@ -573,7 +576,9 @@ fn spawn_reload(context: Arc<Context>) -> anyhow::Result<()> {
                 _ = hup.recv() => {}
             }
             tracing::info!("reloading configuration");
+            super::notify::reloading();
             context.reload();
+            super::notify::reloaded();
         }
     });
     Ok(())
@@ -588,6 +593,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
             _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
         }
+        super::notify::stopping();
     })
 }
 

@@ -9,6 +9,12 @@
 //! replaces the old one for the messages that start after it; messages in
 //! flight finish with the one they began with.
 //!
+//! A listener that stops working ends [`run`] with an error, so that the
+//! process exits non-zero and its supervisor restarts it: an accept that
+//! fails for good, or a unix socket whose file was removed or replaced
+//! (nobody could connect to it any more). Running out of file descriptors
+//! only pauses accepting.
+//!
 //! This module reaches pyzord only through `client`, and installs no
 //! signal handlers or logging (that is `cli`'s job).
 
@@ -19,10 +25,12 @@ pub mod session;
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use indymilter::{EitherStream, Listener};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -35,27 +43,39 @@ pub use config::{Config, ConfigError, Socket};
 /// end of message is answered with several writes (header changes, then
 /// the verdict), which Nagle's algorithm and delayed ACKs would hold back.
 #[derive(Debug)]
-pub enum MilterListener {
+pub struct MilterListener {
+    socket: ListeningSocket,
+    /// A unix socket's file and its identity (device, inode) when bound.
+    file: Option<(PathBuf, (u64, u64))>,
+    /// While set, accepting waits: the last accept ran out of descriptors.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+#[derive(Debug)]
+enum ListeningSocket {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
+/// How long accepting pauses after running out of file descriptors or
+/// memory, so that connections in progress can end and free some.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often [`run`] looks whether its unix socket's file is still there.
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
+
 impl MilterListener {
     /// The local address of a TCP listener (for tests on port 0).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        match self {
-            MilterListener::Tcp(listener) => listener.local_addr().ok(),
-            MilterListener::Unix(_) => None,
+        match &self.socket {
+            ListeningSocket::Tcp(listener) => listener.local_addr().ok(),
+            ListeningSocket::Unix(_) => None,
         }
     }
-}
 
-impl Listener for MilterListener {
-    type Io = EitherStream<TcpStream, UnixStream>;
-
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
-        match self {
-            MilterListener::Tcp(listener) => {
+    fn poll_socket(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<<Self as Listener>::Io>> {
+        match &mut self.socket {
+            ListeningSocket::Tcp(listener) => {
                 TcpListener::poll_accept(listener, cx).map_ok(|(stream, _)| {
                     if let Err(error) = stream.set_nodelay(true) {
                         tracing::debug!(%error, "cannot set TCP_NODELAY");
@@ -63,8 +83,73 @@ impl Listener for MilterListener {
                     EitherStream::Tcp(stream)
                 })
             }
-            MilterListener::Unix(listener) => UnixListener::poll_accept(listener, cx)
+            ListeningSocket::Unix(listener) => UnixListener::poll_accept(listener, cx)
                 .map_ok(|(stream, _)| EitherStream::Unix(stream)),
+        }
+    }
+}
+
+/// What to do about a failed accept: a connection that went away before
+/// it was accepted is skipped, running out of descriptors or memory waits
+/// a moment, anything else ends the milter.
+enum AcceptFailure {
+    Skip,
+    Pause,
+    Fatal,
+}
+
+fn accept_failure(error: &io::Error) -> AcceptFailure {
+    match error.raw_os_error() {
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => AcceptFailure::Skip,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptFailure::Pause,
+        _ => AcceptFailure::Fatal,
+    }
+}
+
+impl Listener for MilterListener {
+    type Io = EitherStream<TcpStream, UnixStream>;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+        loop {
+            if let Some(pause) = &mut self.pause {
+                std::task::ready!(pause.as_mut().poll(cx));
+                self.pause = None;
+            }
+            match std::task::ready!(self.poll_socket(cx)) {
+                Ok(stream) => return Poll::Ready(Ok(stream)),
+                Err(error) => match accept_failure(&error) {
+                    AcceptFailure::Skip => tracing::debug!(%error, "accept failed"),
+                    AcceptFailure::Pause => {
+                        tracing::warn!(%error, "cannot accept a connection; pausing");
+                        self.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
+                    }
+                    AcceptFailure::Fatal => return Poll::Ready(Err(error)),
+                },
+            }
+        }
+    }
+}
+
+/// A file's device and inode, which change when it is replaced.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+/// Completes when the unix socket's file is gone or is another file: an
+/// MTA connecting by that path no longer reaches this process.
+async fn socket_file_lost(file: Option<(PathBuf, (u64, u64))>) -> io::Error {
+    let Some((path, identity)) = file else {
+        return std::future::pending().await;
+    };
+    let mut interval = tokio::time::interval(SOCKET_CHECK);
+    loop {
+        interval.tick().await;
+        if file_identity(&path) != Some(identity) {
+            return io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the socket \"{}\" was removed or replaced", path.display()),
+            );
         }
     }
 }
@@ -73,14 +158,21 @@ impl Listener for MilterListener {
 /// run (nobody accepts on it) is removed first; its mode is set after.
 pub async fn bind(socket: &Socket, mode: u32) -> io::Result<MilterListener> {
     match socket {
-        Socket::Inet { host, port } => Ok(MilterListener::Tcp(
-            TcpListener::bind((host.as_str(), *port)).await?,
-        )),
+        Socket::Inet { host, port } => Ok(MilterListener {
+            socket: ListeningSocket::Tcp(TcpListener::bind((host.as_str(), *port)).await?),
+            file: None,
+            pause: None,
+        }),
         Socket::Unix(path) => {
             remove_stale_socket(path).await?;
             let listener = UnixListener::bind(path)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-            Ok(MilterListener::Unix(listener))
+            let file = file_identity(path).map(|identity| (path.clone(), identity));
+            Ok(MilterListener {
+                socket: ListeningSocket::Unix(listener),
+                file,
+                pause: None,
+            })
         }
     }
 }
@@ -189,7 +281,8 @@ impl Shared {
 
 /// Serves `listener` until `shutdown` completes, then lets the commands in
 /// progress finish. Each config received on `reload` replaces the one in
-/// force (the caller has already checked it).
+/// force (the caller has already checked it). A listener that stops
+/// working ends it early with an error, after the commands in progress.
 pub async fn run(
     listener: MilterListener,
     config: Config,
@@ -209,13 +302,18 @@ pub async fn run(
             }
         })
     };
-    let result = indymilter::run(
-        listener,
-        callbacks::callbacks(shared),
-        milter_config,
-        shutdown,
-    )
-    .await;
+    let watched = socket_file_lost(listener.file.clone());
+    let mut lost = None;
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            error = watched => lost = Some(error),
+        }
+    };
+    let result = indymilter::run(listener, callbacks::callbacks(shared), milter_config, stop).await;
     reloader.abort();
-    result
+    match lost {
+        Some(error) => Err(error),
+        None => result,
+    }
 }

@@ -29,28 +29,54 @@ pub struct Access {
     pub acl: HashMap<String, HashSet<String>>,
 }
 
+/// A file of accounts or ACL that exists but cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read \"{}\"", path.display())]
+pub struct AccessError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A file's text; `None` when it does not exist (pyzor's default applies).
+/// Lines it skips are logged within a span naming the file.
+fn read_text(path: &Path) -> Result<Option<String>, AccessError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AccessError {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 impl Access {
     /// Reads both files; a missing file has pyzor's default meaning.
-    pub fn load(passwd: &Path, access: &Path) -> std::io::Result<Self> {
-        let accounts = match std::fs::read(passwd) {
-            Ok(bytes) => parse_passwd(&String::from_utf8_lossy(&bytes)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    pub fn load(passwd: &Path, access: &Path) -> Result<Self, AccessError> {
+        let accounts = match read_text(passwd)? {
+            Some(text) => {
+                let _file = tracing::warn_span!("passwd", file = %passwd.display()).entered();
+                parse_passwd(&text)
+            }
+            None => {
                 tracing::info!(
                     "accounts file does not exist - only the anonymous user will be available"
                 );
                 HashMap::new()
             }
-            Err(error) => return Err(error),
         };
-        let acl = match std::fs::read(access) {
-            Ok(bytes) => parse_access(&String::from_utf8_lossy(&bytes), &accounts),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        let acl = match read_text(access)? {
+            Some(text) => {
+                let _file = tracing::warn_span!("access", file = %access.display()).entered();
+                parse_access(&text, &accounts)
+            }
+            None => {
                 tracing::info!(
                     "using default ACL: the anonymous user may use the check, report, ping and info commands"
                 );
                 default_acl()
             }
-            Err(error) => return Err(error),
         };
         Ok(Self { accounts, acl })
     }

@@ -32,16 +32,17 @@ use crate::storage::{CommitHooks, LocalStorage, LocalWrite};
 /// the other threads sharing `receiving`. The socket must be blocking with
 /// a read timeout, which is how often `stop` is looked at.
 /// `context.storage` must be local ([`crate::storage::Storage::as_local`]).
+/// Returns early only with the error of a socket that is gone.
 pub fn serve(
     socket: &Arc<UdpSocket>,
     context: &Arc<Context>,
     receiving: &Mutex<()>,
     stop: &AtomicBool,
-) {
-    let Some(storage) = context.storage.as_local() else {
-        tracing::error!("the engine cannot be served from threads");
-        return;
-    };
+) -> std::io::Result<()> {
+    let storage = context
+        .storage
+        .as_local()
+        .expect("run serves only a local engine from threads");
     OUTBOX.with(|outbox| *outbox.borrow_mut() = Some(Vec::new()));
     let mut batch = Batch::default();
     // Kept from one batch to the next unless given away before a commit.
@@ -61,6 +62,7 @@ pub fn serve(
             {
                 continue;
             }
+            Err(error) if super::socket_lost(&error) => return Err(error),
             // ICMP errors from earlier sends surface here on some systems.
             Err(error) => {
                 tracing::debug!(%error, "receive failed");
@@ -82,6 +84,7 @@ pub fn serve(
         }
         token = turn.token.into_inner();
     }
+    Ok(())
 }
 
 /// Waits for the receive token. A thread that panicked holding it left

@@ -7,7 +7,9 @@
 //! datagram ([`handler::handle`]).
 //!
 //! This module owns the UDP loops, the shared [`Context`] and reloading of
-//! the access files. It never imports `client`: forwarding to upstream
+//! the access files. A serving thread or task that ends before shutdown
+//! (its socket lost, a panic) ends [`run`] with a [`ServeError`], so the
+//! process exits non-zero and its supervisor can restart it. It never imports `client`: forwarding to upstream
 //! servers is handed in as a [`Forward`] sink.
 
 pub mod access;
@@ -36,6 +38,52 @@ use metrics::Metrics;
 
 /// How many requests may be in the works at once; more wait in the socket.
 const MAX_IN_FLIGHT: u32 = 1024;
+
+/// Why [`run`] stopped serving before its shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the socket cannot receive any more")]
+    SocketLost(#[source] std::io::Error),
+    #[error("a serving thread panicked: {0}")]
+    Panicked(String),
+    #[error("a serving thread ended before shutdown")]
+    Ended,
+}
+
+impl ServeError {
+    /// What a finished serving thread or task says about why it ended.
+    fn from_joined(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Self {
+        match joined {
+            Ok(Ok(())) => ServeError::Ended,
+            Ok(Err(error)) => ServeError::SocketLost(error),
+            Err(error) => match error.try_into_panic() {
+                Ok(panic) => ServeError::Panicked(panic_message(panic.as_ref())),
+                Err(error) => ServeError::Panicked(error.to_string()),
+            },
+        }
+    }
+}
+
+/// The text a panic was raised with, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "no message".to_owned()
+    }
+}
+
+/// Whether a receive error means the socket itself is gone (closed,
+/// replaced by something that is not a socket) rather than one datagram
+/// or an ICMP error from an earlier send, which the loops skip.
+pub(crate) fn socket_lost(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL)
+    )
+}
 
 /// Where reported and whitelisted digests go to be forwarded upstream.
 pub trait Forward: Send + Sync {
@@ -76,7 +124,7 @@ impl Context {
         storage: Arc<dyn Storage>,
         passwd: PathBuf,
         access: PathBuf,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, access::AccessError> {
         let loaded = Access::load(&passwd, &access)?;
         let mut context = Self::new(storage, loaded);
         context.access_files = Some((passwd, access));
@@ -106,9 +154,10 @@ impl Context {
                 *slot = Arc::new(loaded);
                 tracing::info!("reloaded the accounts and the ACL");
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot reload the access files; keeping the old ones")
-            }
+            Err(error) => tracing::error!(
+                "cannot reload the access files, keeping the old ones: {error}: {}",
+                error.source
+            ),
         }
     }
 }
@@ -124,6 +173,7 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Serves `socket` until `shutdown` completes, then waits for the requests
 /// in the works (so every write that was started is committed and answered).
+/// A serving thread or task that ends first is an error ([`ServeError`]).
 ///
 /// An engine in a local file is served from a few blocking threads that
 /// take turns at receiving datagrams in batches ([`blocking`]); a
@@ -148,17 +198,17 @@ pub async fn run(
             Arc::clone(&in_flight),
         ));
     }
-    tokio::select! {
-        Some(result) = receivers.join_next() => {
-            receivers.abort_all();
-            result.map_err(std::io::Error::other)??;
+    let ended = tokio::select! {
+        Some(joined) = receivers.join_next() => Some(ServeError::from_joined(joined)),
+        () = shutdown => {
+            tracing::info!("shutting down");
+            None
         }
-        () = shutdown => tracing::info!("shutting down"),
-    }
+    };
     receivers.abort_all();
     // Every request holds a permit until its response is sent.
     let _all = in_flight.acquire_many(MAX_IN_FLIGHT).await;
-    Ok(())
+    ended.map_or(Ok(()), |error| Err(std::io::Error::other(error)))
 }
 
 /// [`run`] on blocking threads, which serve the socket until `stop` is
@@ -186,13 +236,17 @@ async fn run_on_threads(
         let stop = Arc::clone(&stop);
         threads.spawn_blocking(move || blocking::serve(&socket, &context, &receiving, &stop));
     }
-    tokio::select! {
-        Some(_) = threads.join_next() => tracing::error!("a serving thread ended"),
-        () = shutdown => tracing::info!("shutting down"),
-    }
+    let ended = tokio::select! {
+        Some(joined) = threads.join_next() => Some(ServeError::from_joined(joined)),
+        () = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+    };
+    // The other threads finish their batches (writes committed, answered).
     stop.store(true, Ordering::Relaxed);
     while threads.join_next().await.is_some() {}
-    Ok(())
+    ended.map_or(Ok(()), |error| Err(std::io::Error::other(error)))
 }
 
 async fn receive_loop(
@@ -208,6 +262,7 @@ async fn receive_loop(
             .expect("the semaphore is never closed");
         let (length, peer) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
+            Err(error) if socket_lost(&error) => return Err(error),
             // ICMP errors from earlier sends surface here on some systems.
             Err(error) => {
                 tracing::debug!(%error, "receive failed");

@@ -15,4 +15,5 @@ mod server;
 mod server_abuse;
 mod server_util;
 mod spamassassin;
+mod supervise;
 mod util;
