@@ -16,6 +16,8 @@
 //! - [`server`]: pyzord, the UDP server answering as Python pyzord does.
 //! - [`milter`]: the milter for Postfix and Sendmail, asking pyzord
 //!   through [`client`].
+//! - [`logging`]: an error line with its causes, and the limiter that
+//!   folds repeated errors into one line with a count.
 //! - [`forwarder`]: pyzord's forwarding of reports and whitelists to
 //!   upstream servers, through `client`.
 //!
@@ -24,6 +26,7 @@
 pub mod client;
 pub mod digest;
 pub mod forwarder;
+pub mod logging;
 pub mod mbox;
 pub mod milter;
 pub mod protocol;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use pyzor_milter::logging::Chain;
 use pyzor_milter::milter::{self, Config, Socket, config};
 use tokio::sync::mpsc;
 
@@ -57,7 +58,7 @@ pub fn run(args: Args) -> ExitCode {
     let config = match load(&args) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("pyzor-milter: {}", chain(&error));
+            eprintln!("pyzor-milter: {}", Chain(&error));
             return ExitCode::from(2);
         }
     };
@@ -81,16 +82,6 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let listener = milter::bind(&config.socket, config.socket_mode)
@@ -111,7 +102,7 @@ async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
                 }
                 Err(error) => tracing::error!(
                     "cannot reload the configuration, keeping the old one: {}",
-                    chain(&error)
+                    Chain(&error)
                 ),
             }
             super::notify::reloaded();

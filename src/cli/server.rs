@@ -443,7 +443,8 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         .with_context(|| {
             format!(
                 "cannot open the {:?} database \"{}\"",
-                config.engine, config.dsn
+                config.engine,
+                config.engine.shown_dsn(&config.dsn)
             )
         })?
         .into();

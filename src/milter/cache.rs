@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(cache.get(&Digest([1; 20])), Some(answer(3)));
         let failed = vec![ServerCheck {
             server: "s:1".into(),
-            result: Err("timeout".into()),
+            result: Err(super::super::session::Failure::timeout()),
         }];
         cache.put(Digest([2; 20]), &failed);
         assert_eq!(cache.get(&Digest([2; 20])), None);

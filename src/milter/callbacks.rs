@@ -18,8 +18,9 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::config::Reply;
-use super::session::{Disposition, Outcome, ServerCheck, Session, Step};
+use super::session::{Disposition, Failure, Outcome, ServerCheck, Session, Step};
 use crate::client::{Answer, ServerError};
+use crate::logging::{Chain, Repeats};
 use crate::protocol::{OK_CODE, PROTOCOL_VERSION, Response, ThreadId};
 
 /// Messages larger than this are digested off the async worker threads.
@@ -206,7 +207,10 @@ async fn on_eom(cx: &mut EomContext<Connection>, shared: Arc<Shared>) -> Status 
                 None => {
                     let deadline = Instant::now() + session.config().timeout;
                     let answers = runtime.client.check(&digest.to_hex(), deadline).await;
-                    let checks: Vec<ServerCheck> = answers.into_iter().map(server_check).collect();
+                    let checks: Vec<ServerCheck> = answers
+                        .into_iter()
+                        .map(|answer| server_check(answer, session.queue_id(), &runtime.repeats))
+                        .collect();
                     runtime.cache.put(digest, &checks);
                     checks
                 }
@@ -292,21 +296,52 @@ fn set_reply(cx: &mut EomContext<Connection>, reply: &Reply, queue_id: &str) {
     }
 }
 
-/// One server's answer as the decision needs it.
-fn server_check(answer: Answer) -> ServerCheck {
+/// One server's answer as the decision needs it. A failure is logged with
+/// its cause, once per server and reason within
+/// [`crate::logging::REPEAT_WINDOW`] (the next line counts the others).
+fn server_check(answer: Answer, queue_id: &str, repeats: &Repeats) -> ServerCheck {
     let server = answer.server.to_string();
     let result = match answer.result {
         Ok(response) => usable_counts(&response).map_err(|why| {
-            tracing::debug!(%server, why, "unusable answer");
-            "error".to_owned()
+            let reason = match response.code() {
+                Ok(code) if code != OK_CODE => format!("code {code}"),
+                _ => "bad response".to_owned(),
+            };
+            let diag = response.get("Diag").unwrap_or_default();
+            (
+                Failure::error(reason),
+                format!("unusable answer: {why} {diag:?}"),
+            )
         }),
-        Err(ServerError::Timeout { .. }) => Err("timeout".to_owned()),
-        Err(error) => {
-            tracing::debug!(%server, %error, "no answer");
-            Err("error".to_owned())
-        }
+        Err(error) => Err((failure_of(&error), Chain(&error).to_string())),
     };
+    let result = result.map_err(|(failure, detail)| {
+        let kind = format!("{server} {}", failure.reason);
+        if let Some(repeats) = repeats.admit(&kind, std::time::Instant::now()) {
+            tracing::warn!("{queue_id}: {}: {detail}{repeats}", failure.reason);
+        }
+        failure
+    });
     ServerCheck { server, result }
+}
+
+/// The log's word for why a server did not answer.
+fn failure_of(error: &ServerError) -> Failure {
+    let network = |source: &std::io::Error| match source.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused",
+        std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
+            "unreachable"
+        }
+        _ => "network error",
+    };
+    match error {
+        ServerError::Timeout { .. } => Failure::timeout(),
+        ServerError::Resolve { .. } => Failure::error("resolution"),
+        ServerError::Send { source, .. } | ServerError::Receive { source, .. } => {
+            Failure::error(network(source))
+        }
+        ServerError::Response { .. } => Failure::error("bad response"),
+    }
 }
 
 /// The counts of an answer that may make a verdict: Code 200, our protocol

@@ -206,6 +206,8 @@ pub struct Runtime {
     pub client: Client,
     pub cache: cache::Cache,
     pub memo: cache::DigestMemo,
+    /// Server failures repeated within a few seconds, logged as one line.
+    pub repeats: crate::logging::Repeats,
 }
 
 impl Runtime {
@@ -227,6 +229,7 @@ impl Runtime {
             client,
             cache,
             memo: cache::DigestMemo::new(memo_entries),
+            repeats: crate::logging::Repeats::default(),
         }
     }
 }

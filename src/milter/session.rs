@@ -24,8 +24,36 @@ use crate::digest::{self, Digest};
 pub struct ServerCheck {
     /// `host:port`.
     pub server: String,
-    /// `(Count, WL-Count)`, or a one-word reason (`timeout`, `error`).
-    pub result: Result<(i64, i64), String>,
+    /// `(Count, WL-Count)`, or why there are none.
+    pub result: Result<(i64, i64), Failure>,
+}
+
+/// Why a server gave no counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The header's word: `timeout` or `error`.
+    pub word: &'static str,
+    /// The log line's: `timeout`, `refused`, `unreachable`, `resolution`,
+    /// `code 500`, `bad response`...
+    pub reason: String,
+}
+
+impl Failure {
+    /// No answer within the deadline.
+    pub fn timeout() -> Failure {
+        Failure {
+            word: "timeout",
+            reason: "timeout".to_owned(),
+        }
+    }
+
+    /// Any other failure, for the reason given.
+    pub fn error(reason: impl Into<String>) -> Failure {
+        Failure {
+            word: "error",
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Why a message was not checked.
@@ -465,6 +493,17 @@ impl Session {
         if !outcome.checks.is_empty() {
             let _ = write!(line, " counts=\"{}\"", outcome.counts());
         }
+        let failures: Vec<String> = outcome
+            .checks
+            .iter()
+            .filter_map(|check| {
+                let failure = check.result.as_ref().err()?;
+                Some(format!("{}={}", check.server, failure.reason))
+            })
+            .collect();
+        if !failures.is_empty() {
+            let _ = write!(line, " errors=\"{}\"", failures.join(", "));
+        }
         let _ = write!(
             line,
             " action={}{} elapsed_ms={:.1}",
@@ -528,11 +567,11 @@ fn is_header_name(name: &[u8]) -> bool {
             .all(|&byte| (0x21..=0x7e).contains(&byte) && byte != b':')
 }
 
-/// `host:port=COUNT/WL_COUNT`, or `host:port=REASON`.
+/// `host:port=COUNT/WL_COUNT`, or `host:port=timeout` or `=error`.
 fn format_check(check: &ServerCheck) -> String {
     match &check.result {
         Ok((count, wl_count)) => format!("{}={count}/{wl_count}", check.server),
-        Err(reason) => format!("{}={reason}", check.server),
+        Err(failure) => format!("{}={}", check.server, failure.word),
     }
 }
 

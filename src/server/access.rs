@@ -101,7 +101,9 @@ fn is_skipped(line: &str) -> bool {
     line.trim().is_empty() || line.starts_with('#')
 }
 
-/// `user : key` lines.
+/// `user : key` lines. A skipped line is logged by number and what is
+/// wrong with it (the caller's span names the file), never by its text,
+/// which may hold a key.
 pub fn parse_passwd(text: &str) -> HashMap<String, String> {
     let mut accounts = HashMap::new();
     for (number, line) in text.lines().enumerate() {
@@ -110,7 +112,11 @@ pub fn parse_passwd(text: &str) -> HashMap<String, String> {
         }
         let parts: Vec<&str> = line.split(':').collect();
         let [user, key] = parts[..] else {
-            tracing::warn!(line = number + 1, "invalid accounts line skipped: {line:?}");
+            tracing::warn!(
+                "line {}: invalid accounts line skipped: expected \"user : key\", found {} fields",
+                number + 1,
+                parts.len()
+            );
             continue;
         };
         accounts.insert(user.trim().to_owned(), key.trim().to_owned());
@@ -194,5 +200,30 @@ mod tests {
         let acl = parse_access("all : all : allow\n", &accounts);
         assert!(!acl.contains_key("anonymous"));
         assert!(acl["bob"].contains("whitelist"));
+    }
+
+    #[test]
+    fn a_skipped_accounts_line_is_logged_without_its_key() {
+        let dir = std::env::temp_dir().join(format!("pyzor-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let passwd = dir.join("pyzord.passwd");
+        std::fs::write(&passwd, "alice : 0123\nbob 5ecret\ncarol : 5ecret : x\n").expect("passwd");
+        let mut loaded = None;
+        let log = crate::logging::captured(|| {
+            loaded = Some(Access::load(&passwd, &dir.join("pyzord.access")));
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let accounts = loaded.expect("ran").expect("loaded").accounts;
+        assert_eq!(accounts.len(), 1);
+        let file = passwd.display();
+        let skipped = |line, fields| {
+            format!(
+                " WARN passwd{{file={file}}}: line {line}: invalid accounts line skipped: \
+                 expected \"user : key\", found {fields} fields\n"
+            )
+        };
+        let lines: Vec<&str> = log.split_inclusive('\n').collect();
+        assert_eq!(lines[..2], [skipped(2, 1), skipped(3, 3)]);
+        assert!(!log.contains("5ecret"), "{log}");
     }
 }

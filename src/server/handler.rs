@@ -8,7 +8,7 @@
 //! answers 500 for an exception it did not expect.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sha1::{Digest as _, Sha1};
 
@@ -17,6 +17,7 @@ use super::access::ANONYMOUS;
 use super::message::{Message, PROTOCOL_VERSION, Response};
 use super::metrics::Rejection;
 use super::replay::Seen;
+use crate::logging::Chain;
 use crate::storage::{Kind, Record, StorageError};
 
 /// pyzor's `MAX_TIMESTAMP_DIFFERENCE`: how far a signed request's Time may
@@ -173,7 +174,7 @@ impl Prepared {
             Ok(Found::Nothing | Found::Written) => {}
             Err(error) => {
                 context.metrics.backend_error();
-                tracing::error!(error = %error, "database operation failed");
+                log_backend_error(&error, context);
                 let error = RequestError::Internal("Database temporarily unavailable.".into());
                 tracing::info!(target: "pyzord-usage", "{}: {}", error.code(), error);
                 return failed(response, &error);
@@ -184,6 +185,21 @@ impl Prepared {
         }
         response
     }
+}
+
+/// One line for a failed database call, with the driver's error and its
+/// causes; like failures within [`crate::logging::REPEAT_WINDOW`] are
+/// counted on the next line rather than logged each.
+fn log_backend_error(error: &StorageError, context: &Context) {
+    let line = backend_error_line(error);
+    if let Some(repeats) = context.repeats.admit(&line, Instant::now()) {
+        tracing::error!("{line}{repeats}");
+    }
+}
+
+/// What [`log_backend_error`] writes, but the count of repeats.
+fn backend_error_line(error: &StorageError) -> String {
+    format!("database operation failed: {}", Chain(error))
 }
 
 /// Answers one request; `None` for a request without a Thread, which no
@@ -593,6 +609,28 @@ mod tests {
         assert_eq!(
             unknown_8bit_word(b"abcdef \xff"),
             "=?unknown-8bit?q?abcdef_=FF?="
+        );
+    }
+
+    #[test]
+    fn a_backend_error_line_carries_the_drivers_error() {
+        let driver = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let error = StorageError::Commit(std::sync::Arc::new(driver));
+        assert_eq!(
+            backend_error_line(&error),
+            "database operation failed: sqlite transaction failed: database or disk is full: \
+             Error code 13: Insertion failed because database is full"
+        );
+        let timeout = StorageError::Timeout {
+            engine: "redis",
+            timeout_ms: 2000,
+        };
+        assert_eq!(
+            backend_error_line(&timeout),
+            "database operation failed: the redis server did not answer within 2000 ms"
         );
     }
 

@@ -102,6 +102,8 @@ pub struct Context {
     pub limiter: Option<limits::RateLimiter>,
     /// Signed requests already served.
     pub replay: replay::ReplayCache,
+    /// Error lines repeated within a few seconds, folded into one.
+    pub repeats: crate::logging::Repeats,
 }
 
 impl Context {
@@ -115,6 +117,7 @@ impl Context {
             metrics: Arc::default(),
             limiter: None,
             replay: replay::ReplayCache::default(),
+            repeats: crate::logging::Repeats::default(),
         }
     }
 

@@ -163,6 +163,32 @@ impl EngineName {
     pub fn dsn_is_file(self) -> bool {
         matches!(self, Self::Sqlite | Self::Gdbm)
     }
+
+    /// The DSN as it may be shown in a log line or an error: a file name
+    /// as it is, a server's DSN with its password hidden.
+    pub fn shown_dsn(self, dsn: &str) -> String {
+        if self.dsn_is_file() {
+            dsn.to_owned()
+        } else {
+            redacted_dsn(dsn)
+        }
+    }
+}
+
+/// Where the password is in pyzor's Redis (`host,port,password,db`) and
+/// MySQL (`host,user,password,db,table`) DSNs.
+const DSN_PASSWORD_FIELD: usize = 2;
+
+/// A Redis or MySQL DSN with its password, when it has one, replaced by
+/// `***`, for log lines and errors.
+pub fn redacted_dsn(dsn: &str) -> String {
+    let mut fields: Vec<&str> = dsn.split(',').collect();
+    if let Some(password) = fields.get_mut(DSN_PASSWORD_FIELD)
+        && !password.is_empty()
+    {
+        *password = "***";
+    }
+    fields.join(",")
 }
 
 /// How hard the embedded engine works to keep an acknowledged report.
@@ -273,8 +299,8 @@ pub enum StorageError {
     InvalidRecord { digest: String, why: String },
     #[error("the {0} engine is read-only here")]
     ReadOnly(&'static str),
-    #[error("sqlite transaction failed: {0}")]
-    Commit(String),
+    #[error("sqlite transaction failed")]
+    Commit(#[source] std::sync::Arc<rusqlite::Error>),
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("the {engine} server did not answer within {timeout_ms} ms")]
@@ -302,6 +328,17 @@ mod tests {
                 ..Record::default()
             }
         );
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_shown_dsns() {
+        assert_eq!(
+            EngineName::Mysql.shown_dsn("db:3306,pyzor,s3cret,pyzor,public"),
+            "db:3306,pyzor,***,pyzor,public"
+        );
+        assert_eq!(EngineName::Redis.shown_dsn(",,,0"), ",,,0");
+        assert_eq!(EngineName::Redis.shown_dsn("h,1,pw"), "h,1,***");
+        assert_eq!(EngineName::Sqlite.shown_dsn("/a,b,c"), "/a,b,c");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct MysqlStorage {
 /// `host:port`, else MYSQL_TCP_PORT (as libmysqlclient), else 3306.
 pub fn parse_dsn(dsn: &str, env_port: Option<&str>) -> Result<(Opts, String), StorageError> {
     let invalid = |why| StorageError::InvalidDsn {
-        dsn: dsn.to_owned(),
+        dsn: super::redacted_dsn(dsn),
         why,
     };
     let parts: Vec<&str> = dsn.split(',').collect();

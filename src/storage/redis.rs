@@ -54,7 +54,7 @@ pub struct RedisStorage {
 /// is a Unix socket, as in pyzor.
 pub fn parse_dsn(dsn: &str) -> Result<ConnectionInfo, StorageError> {
     let invalid = |why| StorageError::InvalidDsn {
-        dsn: dsn.to_owned(),
+        dsn: super::redacted_dsn(dsn),
         why,
     };
     let parts: Vec<&str> = dsn.split(',').collect();

@@ -478,10 +478,10 @@ fn commit_batch(connection: &Connection, mut batch: Vec<Queued>) -> Told {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "sqlite transaction failed");
-                let why = error.to_string();
+                // Each caller logs it (pyzord through its limiter).
+                let error = Arc::new(error);
                 for queued in batch {
-                    told.push((queued.done, Err(StorageError::Commit(why.clone()))));
+                    told.push((queued.done, Err(StorageError::Commit(Arc::clone(&error)))));
                 }
             }
         }

@@ -25,7 +25,10 @@ fn checks(counts: &[Result<(i64, i64), &str>]) -> Vec<ServerCheck> {
         .enumerate()
         .map(|(index, result)| ServerCheck {
             server: format!("s{index}:24441"),
-            result: result.map_err(str::to_owned),
+            result: result.map_err(|reason| match reason {
+                "timeout" => Failure::timeout(),
+                reason => Failure::error(reason),
+            }),
         })
         .collect()
 }
@@ -260,6 +263,23 @@ fn empty_digest_is_not_checked_unless_configured() {
 
 fn session_with_empty_check() -> Session {
     session("check_empty_digest = true")
+}
+
+#[test]
+fn the_log_line_names_why_each_server_failed_and_the_header_does_not() {
+    let outcome = decide("", &[Ok((0, 0)), Err("timeout"), Err("refused")]);
+    assert_eq!(
+        outcome.header.as_deref(),
+        Some(
+            "clean; digest=abababababababababababababababababababab; s0:24441=0/0; \
+             s1:24441=timeout; s2:24441=error"
+        )
+    );
+    let line = session("").summary(&outcome);
+    let expected = "verdict=clean digest=abababababababababababababababababababab \
+         counts=\"s0:24441=0/0, s1:24441=timeout, s2:24441=error\" \
+         errors=\"s1:24441=timeout, s2:24441=refused\" action=accept elapsed_ms=";
+    assert!(line.starts_with(expected), "{line}");
 }
 
 #[test]
