@@ -11,6 +11,7 @@ mod digest_fuzz;
 mod faults;
 mod milter;
 mod packaging;
+mod reload;
 mod server;
 mod server_abuse;
 mod server_util;

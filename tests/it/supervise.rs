@@ -21,7 +21,7 @@ use crate::server_util::{ChildGuard, ask, free_port};
 use crate::util::{our_binary, temp_dir};
 
 /// How long a daemon may take to start or stop on a loaded 2-core machine.
-const LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const LIMIT: Duration = Duration::from_secs(30);
 
 const PING: &[u8] = b"Op: ping\nThread: 11\nPV: 2.1\n\n";
 
@@ -96,7 +96,7 @@ fn start_milter(dir: &Path, socket: &str, notify: &NotifySocket) -> ChildGuard {
 }
 
 /// Sends `signal` to the child we started.
-fn signal(child: &Child, signal: libc::c_int) {
+pub(crate) fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill only sends a signal to our own child.
     let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     assert_eq!(sent, 0, "kill");
