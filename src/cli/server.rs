@@ -386,6 +386,13 @@ pub fn run_pyzord(args: PyzordArgs) -> ExitCode {
     }
     match pyzord(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // Once logging is installed, the one line goes where the others
+        // go (stderr, and the LogFile an administrator reads).
+        Err(error) if tracing::dispatcher::has_been_set() => {
+            tracing::error!("{error:#}");
+            flush_logs();
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("pyzord: {error:#}");
             ExitCode::FAILURE
@@ -495,7 +502,7 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
     super::notify::ready();
     server::run(socket, context, shutdown_signal()?)
         .await
-        .context("pyzord stopped serving")?;
+        .context("stopped serving")?;
     tracing::info!("server shutdown");
     Ok(())
 }

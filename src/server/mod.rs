@@ -158,8 +158,8 @@ impl Context {
                 tracing::info!("reloaded the accounts and the ACL");
             }
             Err(error) => tracing::error!(
-                "cannot reload the access files, keeping the old ones: {error}: {}",
-                error.source
+                "cannot reload the access files, keeping the old ones: {}",
+                crate::logging::Chain(&error)
             ),
         }
     }

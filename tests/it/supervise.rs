@@ -178,19 +178,27 @@ fn pyzord_exits_non_zero_when_its_database_cannot_be_opened() {
     let home = temp_dir();
     let notify = NotifySocket::bind(home.path());
     let dsn = home.path().join("missing").join("pyzord.sqlite");
+    let log = home.path().join("pyzord.log");
     let port = free_port(true).to_string();
     let arguments = ["pyzord", "-a", "127.0.0.1", "-p", &port, "--homedir"];
     let mut arguments = arguments.map(std::ffi::OsStr::new).to_vec();
     arguments.extend([home.path().as_os_str(), "--dsn".as_ref(), dsn.as_os_str()]);
+    arguments.extend(["--log-file".as_ref(), log.as_os_str()]);
     let (status, stderr) = exit_of(start(&arguments, &notify));
     assert_eq!(status.code(), Some(1), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    // One line, on stderr (the journal) and in the log file alike.
     let expected = format!(
-        "pyzord: cannot open the Sqlite database \"{}\": ",
+        " ERROR pyzor_milter::cli::server: cannot open the Sqlite database \"{}\": ",
         dsn.display()
     );
-    assert!(lines[0].starts_with(&expected), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains(&expected), "{stderr}");
+    let log = std::fs::read_to_string(&log).expect("the log file");
+    // The same line but for its time stamp, each layer taking its own.
+    let untimed = |line: &str| line.split_once(' ').map(|(_, rest)| rest.to_owned());
+    let logged: Vec<_> = error_lines(&log).into_iter().map(untimed).collect();
+    assert_eq!(logged, [untimed(lines[0])], "{log}");
     // Never ready.
     notify.assert_quiet(Duration::from_millis(100));
 }
