@@ -5,8 +5,9 @@
 //! answer to either one is taken.
 //!
 //! A [`Client`] owns the server list, the accounts that sign requests and
-//! the per-server timeout. Host names are resolved once, on first use, and
-//! kept for the life of the client. Each request has its own socket, and a
+//! the per-server timeout. Host names are resolved on first use and looked
+//! up again every few minutes ([`resolver`]); a failed lookup is tried again
+//! at a later request. Each request has its own socket, and a
 //! random Thread id that the response must carry; only datagrams from the
 //! server's address count as its answer.
 //!
@@ -14,6 +15,7 @@
 //! [`Response`] or [`ServerError`]; `ServerError::pyzor_status` gives the
 //! `(code, text)` Python pyzor prints for the same failure.
 
+pub mod resolver;
 pub mod servers;
 
 use std::collections::hash_map::RandomState;
@@ -24,12 +26,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
-use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use self::resolver::Resolver;
 use crate::protocol::{Account, MAX_PACKET_SIZE, Op, Request, Response, ResponseError, ThreadId};
 
+pub use self::resolver::{DEFAULT_REFRESH_SECS, ResolveError};
 pub use self::servers::{Accounts, ServerAddress};
 
 /// Seconds to wait for a server (pyzor's `Client.timeout`).
@@ -38,10 +41,11 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
 /// Why one server gave no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot resolve server \"{server}\": {reason}")]
+    #[error("cannot resolve server \"{server}\"")]
     Resolve {
         server: ServerAddress,
-        reason: String,
+        #[source]
+        source: ResolveError,
     },
     #[error("cannot send to server \"{server}\"")]
     Send {
@@ -129,18 +133,40 @@ struct Inner {
 #[derive(Debug)]
 struct Endpoint {
     address: ServerAddress,
-    resolved: OnceCell<Result<SocketAddr, String>>,
+    resolver: Resolver,
 }
 
 impl Client {
     /// A client for these servers; requests to a server listed in
     /// `accounts` are signed with that account, others are anonymous.
+    /// Names are looked up again every [`DEFAULT_REFRESH_SECS`].
     pub fn new(servers: Vec<ServerAddress>, accounts: Accounts, timeout: Duration) -> Client {
+        let refresh = Duration::from_secs(DEFAULT_REFRESH_SECS);
+        Client::with_refresh(servers, accounts, timeout, refresh)
+    }
+
+    /// As [`Client::new`], looking names up again every `refresh`.
+    pub fn with_refresh(
+        servers: Vec<ServerAddress>,
+        accounts: Accounts,
+        timeout: Duration,
+        refresh: Duration,
+    ) -> Client {
+        let resolver = |address: &ServerAddress| Resolver::new(address.clone(), refresh);
+        Client::with_resolvers(servers, accounts, timeout, resolver)
+    }
+
+    fn with_resolvers(
+        servers: Vec<ServerAddress>,
+        accounts: Accounts,
+        timeout: Duration,
+        resolver: impl Fn(&ServerAddress) -> Resolver,
+    ) -> Client {
         let servers = servers
             .into_iter()
             .map(|address| Endpoint {
+                resolver: resolver(&address),
                 address,
-                resolved: OnceCell::new(),
             })
             .collect();
         Client {
@@ -190,7 +216,10 @@ impl Client {
     }
 
     /// Sends one request to the server at `index` (in the order given to
-    /// [`Client::new`]) and waits for its response.
+    /// [`Client::new`]) and waits for its response. The server's name is
+    /// resolved within `deadline`; without one, the lookup takes as long as
+    /// `getaddrinfo` takes (Python pyzor's wait), and the timeout starts
+    /// after it.
     pub async fn ask(
         &self,
         index: usize,
@@ -201,13 +230,12 @@ impl Client {
         let endpoint = &self.inner.servers[index];
         let server = &endpoint.address;
         let peer = endpoint
-            .resolved
-            .get_or_init(|| resolve(server.clone()))
+            .resolver
+            .resolve(deadline)
             .await
-            .clone()
-            .map_err(|reason| ServerError::Resolve {
+            .map_err(|source| ServerError::Resolve {
                 server: server.clone(),
-                reason,
+                source,
             })?;
         let account = self
             .inner
@@ -246,17 +274,6 @@ impl Client {
                 source,
             })?;
         Ok(response)
-    }
-}
-
-/// The first address of the server's name, as Python's `getaddrinfo` loop
-/// takes the first.
-async fn resolve(server: ServerAddress) -> Result<SocketAddr, String> {
-    match tokio::net::lookup_host((server.host.as_str(), server.port)).await {
-        Ok(mut addresses) => addresses
-            .next()
-            .ok_or_else(|| "no address for this name".to_owned()),
-        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -510,6 +527,55 @@ mod tests {
             error.pyzor_status(),
             Some((504, "Reading response timed-out.".to_owned()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_name_that_appears_later_is_used_at_a_later_request() {
+        let server = fake_server(|request| {
+            let thread = thread_of(request);
+            Some(format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {thread}\n\n").into_bytes())
+        })
+        .await;
+        let zone = Arc::new(std::sync::Mutex::new(Err(ResolveError::NotFound)));
+        let answer = zone.clone();
+        let retry_after = Duration::from_millis(100);
+        let resolver = |address: &ServerAddress| {
+            let answer = answer.clone();
+            let lookup: resolver::Lookup =
+                Arc::new(move |_, _| answer.lock().expect("lock").clone());
+            Resolver::with_lookup(
+                address.clone(),
+                Duration::from_secs(300),
+                retry_after,
+                lookup,
+            )
+        };
+        let name = ServerAddress::new("pyzor.example", server.port());
+        let timeout = Duration::from_secs(2);
+        let client = Client::with_resolvers(vec![name], Accounts::new(), timeout, resolver);
+        let deadline = || Some(Instant::now() + timeout);
+
+        let error = client.ask(0, Op::Ping, vec![], deadline()).await;
+        let error = error.expect_err("the name does not resolve yet");
+        assert!(
+            matches!(
+                &error,
+                ServerError::Resolve {
+                    source: ResolveError::NotFound,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let expected = format!("cannot resolve server \"pyzor.example:{}\"", server.port());
+        assert_eq!(error.to_string(), expected);
+        // Python's client crashes on a resolution failure: no CommError.
+        assert_eq!(error.pyzor_status(), None);
+
+        *zone.lock().expect("lock") = Ok(server);
+        tokio::time::sleep(retry_after).await;
+        let response = client.ask(0, Op::Ping, vec![], deadline()).await;
+        assert_eq!(response.expect("answered").code(), Ok(200));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::client::{ServerAddress, servers::DEFAULT_SERVER};
+use crate::client::{DEFAULT_REFRESH_SECS, ServerAddress, servers::DEFAULT_SERVER};
 
 /// Where the milter looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pyzor-milter/pyzor-milter.toml";
@@ -271,6 +271,7 @@ pub struct Config {
     pub servers: Vec<ServerAddress>,
     pub accounts_file: Option<PathBuf>,
     pub timeout: Duration,
+    pub resolve_refresh: Duration,
     pub action: Action,
     pub reject_threshold: Option<i64>,
     pub report_threshold: i64,
@@ -309,6 +310,7 @@ struct File {
     servers: Option<Vec<String>>,
     accounts_file: Option<PathBuf>,
     timeout_ms: Option<u64>,
+    resolve_refresh_secs: Option<u64>,
     action: Option<Action>,
     reject_threshold: Option<i64>,
     report_threshold: Option<i64>,
@@ -386,6 +388,12 @@ impl File {
                 "invalid whitelist factor {factor}: expected a number from 0"
             )));
         }
+        let resolve_refresh_secs = self.resolve_refresh_secs.unwrap_or(DEFAULT_REFRESH_SECS);
+        if resolve_refresh_secs == 0 {
+            return Err(bad("resolve_refresh_secs")(
+                "invalid refresh interval 0: expected at least 1 second".to_owned(),
+            ));
+        }
         let header = self.header.unwrap_or_else(|| DEFAULT_HEADER.to_owned());
         if header.is_empty() || !header.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
             return Err(bad("header")(format!("invalid header name \"{header}\"")));
@@ -408,6 +416,7 @@ impl File {
             servers,
             accounts_file: self.accounts_file,
             timeout: Duration::from_millis(self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
+            resolve_refresh: Duration::from_secs(resolve_refresh_secs),
             action: self.action.unwrap_or_default(),
             reject_threshold: self.reject_threshold,
             report_threshold: self.report_threshold.unwrap_or(DEFAULT_REPORT_THRESHOLD),
@@ -541,6 +550,9 @@ mod tests {
             vec![ServerAddress::new("public.pyzor.org", 24441)]
         );
         assert_eq!(config.action, Action::Tag);
+        assert_eq!(config.resolve_refresh, Duration::from_secs(300));
+        let config = parse_text("resolve_refresh_secs = 2").expect("valid");
+        assert_eq!(config.resolve_refresh, Duration::from_secs(2));
         assert_eq!(config.reject_reply.code, "550");
         assert_eq!(config.reject_reply.enhanced.as_deref(), Some("5.7.1"));
     }
@@ -588,6 +600,11 @@ mod tests {
         assert_eq!(
             error,
             "m.toml:3: invalid network \"10.0.0.0/33\": bad prefix length"
+        );
+        let error = parse_text("\nresolve_refresh_secs = 0\n").unwrap_err();
+        assert_eq!(
+            error,
+            "m.toml:2: invalid refresh interval 0: expected at least 1 second"
         );
         let error = parse_text("reject_reply = \"450 4.7.1 no\"").unwrap_err();
         assert_eq!(

@@ -217,7 +217,12 @@ impl Runtime {
             .as_ref()
             .map(|path| load_accounts(path))
             .unwrap_or_default();
-        let client = Client::new(config.servers.clone(), accounts, config.timeout);
+        let client = Client::with_refresh(
+            config.servers.clone(),
+            accounts,
+            config.timeout,
+            config.resolve_refresh,
+        );
         let cache = cache::Cache::new(config.cache_ttl, config.cache_max_entries);
         let memo_entries = if config.cache_ttl.is_zero() {
             0

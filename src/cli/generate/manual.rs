@@ -78,6 +78,7 @@ fn see_also(pages: &[&str]) -> Entries {
 /// The milter's TOML keys: name, then what it does and its default.
 fn milter_keys() -> Entries {
     use milter_config::*;
+    use pyzor_milter::client::DEFAULT_REFRESH_SECS;
     let (server_host, server_port) = DEFAULT_SERVER;
     let trusted = DEFAULT_TRUSTED_NETWORKS
         .map(|net| format!("\"{net}\""))
@@ -88,6 +89,7 @@ fn milter_keys() -> Entries {
         ("servers", format!("The Pyzor servers to ask, \"host:port\", \"[v6]:port\" or a bare host (port {server_port}), all of them in parallel. Default [\"{server_host}:{server_port}\"].")),
         ("accounts_file", "A Python pyzor accounts file (one \"host : port : user : key\" per line) for signed requests; without it the milter asks anonymously.".into()),
         ("timeout_ms", format!("Deadline in milliseconds for all servers together. Default {DEFAULT_TIMEOUT_MS}.")),
+        ("resolve_refresh_secs", format!("How often, in seconds, the servers' names are looked up again; while a lookup fails the last address is kept, and a name that did not resolve is tried again at a later message. Default {DEFAULT_REFRESH_SECS}.")),
         ("action", "What to do with a listed message: \"tag\" (accept, with the header), \"reject\", \"tempfail\", \"quarantine\" or \"discard\". Default \"tag\".".into()),
         ("reject_threshold", "Reject a listed message, whatever the action, when some server's count exceeds this number. Unset by default.".into()),
         ("report_threshold", format!("A message is listed when some server's report count exceeds this number, as pyzor check's --report-threshold. Default {DEFAULT_REPORT_THRESHOLD}.")),
