@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indymilter::{EitherStream, Listener};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -49,6 +49,8 @@ pub struct MilterListener {
     file: Option<(PathBuf, (u64, u64))>,
     /// While set, accepting waits: the last accept ran out of descriptors.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Folds the warnings of a long shortage into a line now and then.
+    repeats: crate::logging::Repeats,
 }
 
 #[derive(Debug)]
@@ -120,7 +122,12 @@ impl Listener for MilterListener {
                 Err(error) => match accept_failure(&error) {
                     AcceptFailure::Skip => tracing::debug!(%error, "accept failed"),
                     AcceptFailure::Pause => {
-                        tracing::warn!(%error, "cannot accept a connection; pausing");
+                        if let Some(admitted) = self.repeats.admit("accept", Instant::now()) {
+                            tracing::warn!(
+                                "cannot accept a connection, pausing accepting for {} ms: {error}{admitted}",
+                                ACCEPT_PAUSE.as_millis()
+                            );
+                        }
                         self.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
                     }
                     AcceptFailure::Fatal => return Poll::Ready(Err(error)),
@@ -162,6 +169,7 @@ pub async fn bind(socket: &Socket, mode: u32) -> io::Result<MilterListener> {
             socket: ListeningSocket::Tcp(TcpListener::bind((host.as_str(), *port)).await?),
             file: None,
             pause: None,
+            repeats: Default::default(),
         }),
         Socket::Unix(path) => {
             remove_stale_socket(path).await?;
@@ -172,6 +180,7 @@ pub async fn bind(socket: &Socket, mode: u32) -> io::Result<MilterListener> {
                 socket: ListeningSocket::Unix(listener),
                 file,
                 pause: None,
+                repeats: Default::default(),
             })
         }
     }

@@ -3,7 +3,8 @@
 //! started with `NOTIFY_SOCKET` pointing at a datagram socket the test
 //! owns, as systemd would), and a non-zero exit with one clear line when a
 //! daemon can no longer serve: a database that cannot be opened, a serving
-//! thread whose socket is lost, a milter whose socket file is removed.
+//! thread whose socket is lost, a milter whose socket file is removed;
+//! and a milter out of file descriptors that only pauses accepting.
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream};
@@ -279,4 +280,84 @@ fn the_milter_exits_non_zero_when_its_socket_file_is_removed() {
         path.display()
     );
     assert!(errors[0].ends_with(&expected), "{stderr}");
+}
+
+/// The descriptor numbers a process has open.
+fn descriptors(pid: u32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's descriptors")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_milter_pauses_accepting_when_out_of_descriptors_and_goes_on() {
+    let dir = temp_dir();
+    let notify = NotifySocket::bind(dir.path());
+    let port = free_port(false);
+    let milter: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut child = start_milter(dir.path(), &format!("inet:{milter}"), &notify);
+    assert_eq!(notify.next(LIMIT), ["READY=1"]);
+    let stderr = child.0.stderr.take().expect("stderr");
+    let lines = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    // Room for a few more descriptors only: new ones take the lowest free
+    // numbers, and none may reach the limit.
+    let lowest_used: Vec<i32> = descriptors(child.0.id())
+        .into_iter()
+        .filter(|&fd| fd < 64)
+        .collect();
+    let limit = libc::rlimit {
+        rlim_cur: (lowest_used.iter().max().expect("some") + 4) as libc::rlim_t,
+        rlim_max: 1024,
+    };
+    // SAFETY: prlimit only changes the limits of our own child.
+    let set = unsafe {
+        libc::prlimit(
+            child.0.id() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // More connections than descriptors left: the accepts past them fail
+    // with EMFILE, again and again while the connections stay open.
+    let held: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(milter).expect("the kernel completes the handshake"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "the milter must not exit when out of descriptors"
+    );
+    drop(held);
+    // Descriptors free again: a message goes through.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let message = crate::milter::util::spam("descriptors");
+    let envelope = crate::milter::util::Envelope::default();
+    let (actions, _) = runtime
+        .block_on(async {
+            let sent = crate::milter::util::send(milter, &envelope, &message);
+            tokio::time::timeout(LIMIT, sent).await
+        })
+        .expect("the milter answers again");
+    let header = crate::milter::util::added_header(&actions).expect("a header");
+    assert!(header.starts_with("error; digest="), "{header}");
+    signal(&child.0, libc::SIGTERM);
+    assert_eq!(child.0.wait().expect("exit").code(), Some(0));
+    let stderr = lines.join().expect("stderr");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("cannot accept a connection"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning for the shortage: {stderr}");
+    assert!(
+        warnings[0].ends_with("pausing accepting for 100 ms: Too many open files (os error 24)"),
+        "{stderr}"
+    );
 }
