@@ -361,3 +361,68 @@ fn the_milter_pauses_accepting_when_out_of_descriptors_and_goes_on() {
         "{stderr}"
     );
 }
+
+/// Whether a process has exited: no such process, or a zombie that its
+/// new parent (init, after the double fork) has not reaped yet.
+fn gone(pid: libc::pid_t) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn pyzord_detaches_as_python_pyzord_does() {
+    let home = temp_dir();
+    let output = home.path().join("pyzord.out");
+    let pid_file = home.path().join("pyzord.pid");
+    let port = free_port(true);
+    // The command returns once the daemon is on its own.
+    let status = Command::new(our_binary())
+        .args(["pyzord", "--homedir"])
+        .arg(home.path())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--detach"])
+        .arg(&output)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run our pyzord");
+    assert_eq!(status.code(), Some(0));
+    crate::server_util::wait_for("the pid file", LIMIT, || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|text| text.ends_with('\n'))
+    });
+    let pid: libc::pid_t = std::fs::read_to_string(&pid_file)
+        .expect("the pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // Stopped when the test ends, however it ends.
+    struct Daemon(libc::pid_t);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            // SAFETY: kill only signals the daemon this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let daemon = Daemon(pid);
+    // The pid file is written before the port is bound: ask until it is.
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    crate::server_util::wait_for("the daemon to answer", LIMIT, || {
+        ask(address, PING, Duration::from_millis(200))
+            .is_some_and(|answer| answer.starts_with(b"Code: 200"))
+    });
+    // SAFETY: kill only signals the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // It removes its pid file as it stops, and is gone.
+    crate::server_util::wait_for("the daemon to stop", LIMIT, || {
+        !pid_file.exists() && gone(pid)
+    });
+    // Gone: nothing left to stop (its pid may be another's by now).
+    std::mem::forget(daemon);
+}
