@@ -172,6 +172,11 @@ impl OurServer {
     /// Serves `engine`/`dsn` with the homedir's pyzord.passwd and
     /// pyzord.access.
     pub fn start(engine: EngineName, dsn: &str, homedir: &Path) -> Self {
+        Self::start_at(engine, dsn, homedir, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// As [`OurServer::start`], listening on `address`.
+    pub fn start_at(engine: EngineName, dsn: &str, homedir: &Path, address: SocketAddr) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let dsn = dsn.to_owned();
@@ -194,9 +199,7 @@ impl OurServer {
                     homedir.join("pyzord.access"),
                 )
                 .expect("access files");
-                let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
+                let socket = tokio::net::UdpSocket::bind(address).await.expect("bind");
                 ready_tx
                     .send(socket.local_addr().expect("address"))
                     .expect("ready");

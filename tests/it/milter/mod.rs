@@ -2,6 +2,7 @@
 //! and Sendmail), against our pyzord in process and Python pyzord. The
 //! digests expected in the X-Pyzor header are Python pyzor's.
 
+mod dns;
 mod miltertest;
 mod postfix;
 mod sendmail;

@@ -8,15 +8,17 @@
 //! with MAIL FROM) can be read; swaks is the client.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use pyzor_milter::protocol::Op;
 
-use super::util::{delivered, message_file, spam, start_pyzord, swaks, tell};
-use crate::util::{manifest_dir, our_binary, temp_dir};
+use super::util::{
+    Group, Milter, delivered, free_tcp_port, message_file, spam, start_pyzord, swaks, tell,
+    wait_for_port,
+};
+use crate::util::{manifest_dir, temp_dir};
 
 /// Where the packages are unpacked, unless PYZOR_SENDMAIL_ROOT says.
 const SENDMAIL_ROOT: &str = ".cache/sendmail";
@@ -39,98 +41,6 @@ fn sendmail_root() -> PathBuf {
         root.display()
     );
     root
-}
-
-fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
-
-/// Waits until something accepts on the port, or panics with `what`.
-fn wait_for_port(port: u16, what: &str, log: impl Fn() -> String) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < WAIT,
-            "{what} does not listen:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child in its own process group, which is killed as a whole (Sendmail
-/// forks per connection and per delivery) when dropped.
-struct Group {
-    child: Child,
-}
-
-impl Group {
-    fn spawn(command: &mut Command) -> Group {
-        let child = command
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
-        Group { child }
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let group = self.child.id() as libc::pid_t;
-        // SAFETY: kill only sends a signal to the process group we started.
-        unsafe { libc::kill(-group, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-/// The milter as our binary, its tracing output in a file.
-struct Milter {
-    _process: Group,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Milter {
-    fn start(dir: &Path, config: &str) -> Milter {
-        let config_path = dir.join("milter.toml");
-        std::fs::write(&config_path, config).expect("write the milter config");
-        let log = dir.join("milter.log");
-        let port = free_tcp_port();
-        let process = Group::spawn(
-            Command::new(our_binary())
-                .arg("milter")
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--socket")
-                .arg(format!("inet:127.0.0.1:{port}"))
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("create the milter log")),
-        );
-        let milter = Milter {
-            _process: process,
-            port,
-            log,
-        };
-        wait_for_port(port, "the milter", || milter.log_text());
-        milter
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The message lines of the log: what follows the level and target.
-    fn message_lines(&self) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter_map(|line| line.split_once("callbacks: "))
-            .map(|(_, message)| message.to_owned())
-            .collect()
-    }
 }
 
 /// A private Sendmail, its process group killed when dropped.

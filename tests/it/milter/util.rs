@@ -4,7 +4,9 @@
 
 use std::ffi::CString;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use indymilter_test::{EomActions, MacroStage, Status, TestConnection};
@@ -15,6 +17,7 @@ use pyzor_milter::storage::EngineName;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::server_util::OurServer;
+use crate::util::our_binary;
 use crate::util::reference::python_digests;
 
 /// A service on its own runtime thread, stopped when dropped.
@@ -81,10 +84,16 @@ pub fn start_milter(text: &str) -> Running {
 /// Our pyzord on SQLite in `dir`, anonymous users allowed every op
 /// (whitelist too), through its pyzord.access file.
 pub fn start_pyzord(dir: &Path) -> OurServer {
+    start_pyzord_at(dir, SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// As [`start_pyzord`], listening on `address`.
+pub fn start_pyzord_at(dir: &Path, address: SocketAddr) -> OurServer {
     std::fs::write(dir.join("pyzord.access"), "all : anonymous : allow\n")
         .expect("write pyzord.access");
     let database = dir.join("pyzord.sqlite");
-    OurServer::start(EngineName::Sqlite, database.to_str().expect("utf-8"), dir)
+    let dsn = database.to_str().expect("utf-8");
+    OurServer::start_at(EngineName::Sqlite, dsn, dir, address)
 }
 
 /// Sends `op` for `digest` to the server `times` times.
@@ -311,5 +320,122 @@ pub fn delivered(
             log()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// How long a process started here may take to listen.
+const LISTEN_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until something accepts on the port, or panics with `what`.
+pub fn wait_for_port(port: u16, what: &str, log: impl Fn() -> String) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < LISTEN_WAIT,
+            "{what} does not listen:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child in its own process group, which is killed as a whole (Sendmail
+/// forks per connection and per delivery) when dropped.
+pub struct Group {
+    child: Child,
+}
+
+impl Group {
+    pub fn spawn(command: &mut Command) -> Group {
+        let child = command
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
+        Group { child }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: kill only sends a signal to the process group we started.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The milter as our binary, its tracing output in a file.
+pub struct Milter {
+    _process: Group,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Milter {
+    pub fn start(dir: &Path, config: &str) -> Milter {
+        Milter::start_after(dir, config, None)
+    }
+
+    /// The milter run by `sh -c SETUP` in a mount namespace of its own
+    /// (`unshare -m`), once the script has run.
+    pub fn start_in_namespace(dir: &Path, config: &str, setup: &str) -> Milter {
+        Milter::start_after(dir, config, Some(setup))
+    }
+
+    fn start_after(dir: &Path, config: &str, setup: Option<&str>) -> Milter {
+        let config_path = dir.join("milter.toml");
+        std::fs::write(&config_path, config).expect("write the milter config");
+        let log = dir.join("milter.log");
+        let port = free_tcp_port();
+        let mut command = match setup {
+            Some(setup) => {
+                let mut command = Command::new("unshare");
+                let script = format!("set -e\n{setup}\nexec \"$@\"\n");
+                command.args(["-m", "sh", "-c", &script, "sh"]);
+                command.arg(our_binary());
+                command
+            }
+            None => Command::new(our_binary()),
+        };
+        command
+            .arg("milter")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--socket")
+            .arg(format!("inet:127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the milter log"));
+        let milter = Milter {
+            _process: Group::spawn(&mut command),
+            port,
+            log,
+        };
+        wait_for_port(port, "the milter", || milter.log_text());
+        milter
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The message lines of the log: what follows the level and target.
+    pub fn message_lines(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| line.split_once("callbacks: "))
+            .map(|(_, message)| message.to_owned())
+            .collect()
     }
 }
