@@ -183,11 +183,23 @@ impl Metrics {
     }
 }
 
+/// How long the metrics listener waits after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Answers every HTTP request on `listener` with the metrics.
 pub async fn serve_http(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    let repeats = crate::logging::Repeats::default();
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors, most likely: retrying at once would spin.
+            Err(error) => {
+                if let Some(admitted) = repeats.admit("accept", std::time::Instant::now()) {
+                    tracing::warn!("cannot accept a metrics connection: {error}{admitted}");
+                }
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
         };
         let metrics = std::sync::Arc::clone(&metrics);
         tokio::spawn(async move {

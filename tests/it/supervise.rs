@@ -4,7 +4,7 @@
 //! owns, as systemd would), and a non-zero exit with one clear line when a
 //! daemon can no longer serve: a database that cannot be opened, a serving
 //! thread whose socket is lost, a milter whose socket file is removed;
-//! and a milter out of file descriptors that only pauses accepting.
+//! and daemons out of file descriptors that only pause accepting.
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream};
@@ -282,13 +282,31 @@ fn the_milter_exits_non_zero_when_its_socket_file_is_removed() {
     assert!(errors[0].ends_with(&expected), "{stderr}");
 }
 
-/// The descriptor numbers a process has open.
-fn descriptors(pid: u32) -> Vec<i32> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// Lowers a child's limit of open files so that only a few more
+/// descriptors fit: new ones take the lowest free numbers, and none may
+/// reach the limit.
+fn leave_few_descriptors(pid: u32) {
+    let highest_low = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the process's descriptors")
         .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|&fd| fd < 64)
+        .max()
+        .expect("some descriptors");
+    let limit = libc::rlimit {
+        rlim_cur: highest_low + 4,
+        rlim_max: 1024,
+    };
+    // SAFETY: prlimit only changes the limits of our own child.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
 #[test]
@@ -305,26 +323,7 @@ fn the_milter_pauses_accepting_when_out_of_descriptors_and_goes_on() {
         let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
         text
     });
-    // Room for a few more descriptors only: new ones take the lowest free
-    // numbers, and none may reach the limit.
-    let lowest_used: Vec<i32> = descriptors(child.0.id())
-        .into_iter()
-        .filter(|&fd| fd < 64)
-        .collect();
-    let limit = libc::rlimit {
-        rlim_cur: (lowest_used.iter().max().expect("some") + 4) as libc::rlim_t,
-        rlim_max: 1024,
-    };
-    // SAFETY: prlimit only changes the limits of our own child.
-    let set = unsafe {
-        libc::prlimit(
-            child.0.id() as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    leave_few_descriptors(child.0.id());
     // More connections than descriptors left: the accepts past them fail
     // with EMFILE, again and again while the connections stay open.
     let held: Vec<TcpStream> = (0..16)
@@ -425,4 +424,64 @@ fn pyzord_detaches_as_python_pyzord_does() {
     });
     // Gone: nothing left to stop (its pid may be another's by now).
     std::mem::forget(daemon);
+}
+
+#[test]
+fn pyzord_metrics_pause_accepting_when_out_of_descriptors_and_go_on() {
+    let home = temp_dir();
+    let notify = NotifySocket::bind(home.path());
+    let log = home.path().join("pyzord.log");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port(false))
+        .parse()
+        .expect("address");
+    let port = free_port(true).to_string();
+    let metrics_text = metrics.to_string();
+    let arguments = [
+        "pyzord",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--metrics-address",
+    ];
+    let mut arguments = arguments.map(std::ffi::OsStr::new).to_vec();
+    arguments.extend([
+        metrics_text.as_ref(),
+        "--homedir".as_ref(),
+        home.path().as_os_str(),
+    ]);
+    arguments.extend(["--log-file".as_ref(), log.as_os_str()]);
+    let child = start(&arguments, &notify);
+    assert_eq!(notify.next(LIMIT), ["READY=1"]);
+    leave_few_descriptors(child.0.id());
+    // Connections that send nothing hold their descriptors for the
+    // request's 5-second read: the accepts past the limit fail.
+    let held: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(metrics).expect("the kernel completes the handshake"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(held);
+    let scraped = (|| {
+        let mut stream = TcpStream::connect(metrics).ok()?;
+        stream.set_read_timeout(Some(LIMIT)).ok()?;
+        std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    })()
+    .expect("the metrics are served again");
+    assert!(scraped.starts_with("HTTP/1.0 200 OK"), "{scraped}");
+    signal(&child.0, libc::SIGTERM);
+    let (status, stderr) = exit_of(child);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let log = std::fs::read_to_string(&log).expect("the log file");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("cannot accept a metrics connection"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning for the shortage: {log}");
+    assert!(
+        warnings[0].ends_with("Too many open files (os error 24)"),
+        "{log}"
+    );
 }
