@@ -262,7 +262,7 @@ fn exchange(
         .expect("send");
     let mut buffer = [0u8; 8192];
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
+    while started.elapsed() < Duration::from_secs(10) {
         let Ok(length) = socket.recv(&mut buffer) else {
             continue;
         };
