@@ -301,6 +301,10 @@ pub enum StorageError {
     ReadOnly(&'static str),
     #[error("sqlite transaction failed")]
     Commit(#[source] std::sync::Arc<rusqlite::Error>),
+    #[error("the database file \"{}\" was removed or replaced", .0.display())]
+    FileGone(std::path::PathBuf),
+    #[error("the filesystem of \"{}\" is read-only", .0.display())]
+    ReadOnlyFilesystem(std::path::PathBuf),
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("the {engine} server did not answer within {timeout_ms} ms")]

@@ -13,7 +13,8 @@
 //! and cleanup go through a blocking thread, so a long one keeps the
 //! reports queued, never a runtime thread blocked. Reads use their own
 //! connections and, thanks to WAL, never wait for the writer. A thread of
-//! its own copies the WAL back into the database file ([`checkpoint_loop`]).
+//! its own copies the WAL back into the database file ([`checkpoint_loop`])
+//! and follows the file when it is removed or replaced ([`file`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -22,10 +23,15 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::logging::{Chain, Repeats};
+use file::{Database, FileState};
+
 use super::{
     CommitHooks, Durability, Kind, LocalStorage, LocalWrite, Page, Record, Storage, StorageError,
     StorageFuture, now_secs,
 };
+
+mod file;
 
 /// The file our default engine uses in the homedir. It differs from
 /// pyzord's `pyzord.db` (gdbm) so that neither opens the other's file.
@@ -96,7 +102,11 @@ type Done = Box<dyn FnOnce(Result<u64, StorageError>) + Send>;
 /// for the next commit.
 struct Writer {
     /// Taken by the committer, and briefly by the checkpoint thread.
-    connection: Mutex<Connection>,
+    connection: Mutex<Database>,
+    /// Whether the file is gone, for the readers and the checkpoint thread.
+    file: FileState,
+    /// The checkpoint thread's failures to open the file back, folded.
+    repeats: Repeats,
     queue: Mutex<Queue>,
 }
 
@@ -142,8 +152,8 @@ impl Writer {
             };
             hooks.committing();
             let outcomes = {
-                let connection = lock(&self.connection);
-                commit_batch(&connection, batch)
+                let mut database = lock(&self.connection);
+                commit_to_file(&mut database, &self.file, batch)
             };
             lock(&self.queue).committing = false;
             for (done, outcome) in outcomes {
@@ -175,7 +185,6 @@ impl Drop for Committer<'_> {
 pub struct SqliteStorage {
     path: PathBuf,
     writer: Arc<Writer>,
-    readers: Mutex<Vec<Connection>>,
 }
 
 impl SqliteStorage {
@@ -187,34 +196,14 @@ impl SqliteStorage {
 
     /// [`SqliteStorage::open`] with a chosen durability.
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StorageError> {
-        let writer = Connection::open(path)?;
-        writer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        let synchronous = match durability {
-            Durability::Disk => "FULL",
-            Durability::Process => "NORMAL",
-        };
-        writer.pragma_update(None, "synchronous", synchronous)?;
-        // Checkpoints run on their own thread so that the writer never waits
-        // for the fsyncs a checkpoint makes.
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // The writer keeps SQLite's default page cache (2 MB), which holds
-        // the table's interior pages. A larger one costs more than the
-        // reads it saves: a page split renumbers pages through a temporary
-        // number past the end of the file, and the commit after it then
-        // scans the cache's whole hash table (pcache1TruncateUnsafe). With
-        // 2 million random digests, reports took 43 µs each with a 64 MB
-        // cache against 27 µs with the default one.
-        // A WAL grown by a burst goes back to this size when it starts over.
-        writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-        writer.execute_batch(SCHEMA)?;
+        let database = Database::open(path, durability)?;
+        let checkpointer = database.open_checkpointer()?;
         let writer = Arc::new(Writer {
-            connection: Mutex::new(writer),
+            connection: Mutex::new(database),
+            file: FileState::default(),
+            repeats: Repeats::default(),
             queue: Mutex::default(),
         });
-        let checkpointer = Connection::open(path)?;
-        checkpointer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-        checkpointer.pragma_update(None, "synchronous", synchronous)?;
         let token = Arc::downgrade(&writer);
         thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -223,36 +212,39 @@ impl SqliteStorage {
         Ok(Self {
             path: path.to_owned(),
             writer,
-            readers: Mutex::new(Vec::new()),
         })
     }
 
-    fn reader(&self) -> Result<Connection, StorageError> {
-        let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
-        if let Some(connection) = pooled {
-            return Ok(connection);
+    /// A read connection to the file in use, with its generation
+    /// ([`FileState::generation`]); none while the file is gone.
+    fn reader(&self) -> Result<(u64, Connection), StorageError> {
+        let state = &self.writer.file;
+        if state.is_gone() {
+            return Err(StorageError::FileGone(self.path.clone()));
+        }
+        let generation = state.generation();
+        if let Some(pooled) = state.pooled_reader(generation) {
+            return Ok((generation, pooled));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(&self.path, flags)?;
         connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-        Ok(connection)
+        Ok((generation, connection))
     }
 
-    fn give_back(&self, connection: Connection) {
-        if let Ok(mut pool) = self.readers.lock() {
-            pool.push(connection);
-        }
+    fn give_back(&self, generation: u64, connection: Connection) {
+        self.writer.file.give_back(generation, connection);
     }
 
     fn read<T>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StorageError> {
-        let connection = self.reader()?;
+        let (generation, connection) = self.reader()?;
         let result = query(&connection);
         // A connection whose query failed may be broken; open a new one later.
         if result.is_ok() {
-            self.give_back(connection);
+            self.give_back(generation, connection);
         }
         Ok(result?)
     }
@@ -419,39 +411,106 @@ const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(
 /// readers), then the few frames committed meanwhile with the writer held,
 /// which lets the next commit start the WAL over. Readers never wait.
 fn checkpoint_loop(connection: Connection, writer: Weak<Writer>) {
-    let checkpoint = || {
-        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        })
-    };
+    let mut connection = Some(connection);
+    let mut generation = 0;
     loop {
         thread::sleep(CHECKPOINT_PERIOD);
         let Some(writer) = writer.upgrade() else {
             break;
         };
-        // A checkpoint copies the WAL as far as it was when it began; the
-        // reports committed since then are copied with the writer held.
-        let result = (|| -> rusqlite::Result<()> {
-            let (mut log, _) = checkpoint()?;
-            for _ in 0..MAX_CHECKPOINT_PASSES {
-                let (next, _) = checkpoint()?;
-                let appended = next - log;
-                log = next;
-                if appended <= HELD_CHECKPOINT_FRAMES {
-                    break;
-                }
-            }
-            if log > 0 {
-                let _held = lock(&writer.connection);
-                checkpoint()?;
-            }
-            Ok(())
-        })();
-        if let Err(error) = result {
+        if !follow_file(&writer, &mut connection, &mut generation) {
+            continue;
+        }
+        let Some(connection) = &connection else {
+            continue;
+        };
+        if let Err(error) = checkpoint_wal(connection, &writer) {
             tracing::debug!(%error, "wal checkpoint failed");
         }
     }
-    let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    if let Some(connection) = connection {
+        let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+}
+
+/// The checkpoint thread's look at the file ([`file`]): notices that it
+/// went, drops its own connection to it, and opens the one back at the
+/// path. Returns whether there is a file to checkpoint.
+fn follow_file(writer: &Writer, connection: &mut Option<Connection>, generation: &mut u64) -> bool {
+    let mut database = lock(&writer.connection);
+    let present = database.still_at_path(&writer.file);
+    if *generation != writer.file.generation() {
+        // Its connection is to a file that went.
+        *connection = None;
+    }
+    if !present {
+        match database.reopen(&writer.file) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(error) => {
+                let kind = "reopen";
+                if let Some(repeats) = writer.repeats.admit(kind, std::time::Instant::now()) {
+                    tracing::error!(
+                        "cannot open the database file back: {}{repeats}",
+                        Chain(&error)
+                    );
+                }
+                return false;
+            }
+        }
+    }
+    if connection.is_none() {
+        *generation = writer.file.generation();
+        *connection = database.open_checkpointer().ok();
+    }
+    connection.is_some()
+}
+
+/// One round of checkpoints (see [`checkpoint_loop`]).
+fn checkpoint_wal(connection: &Connection, writer: &Writer) -> rusqlite::Result<()> {
+    let checkpoint = || {
+        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })
+    };
+    // A checkpoint copies the WAL as far as it was when it began; the
+    // reports committed since then are copied with the writer held.
+    let (mut log, _) = checkpoint()?;
+    for _ in 0..MAX_CHECKPOINT_PASSES {
+        let (next, _) = checkpoint()?;
+        let appended = next - log;
+        log = next;
+        if appended <= HELD_CHECKPOINT_FRAMES {
+            break;
+        }
+    }
+    if log > 0 {
+        let _held = lock(&writer.connection);
+        checkpoint()?;
+    }
+    Ok(())
+}
+
+/// Commits a batch into the file at the path: none while the file is
+/// gone, and a commit that may not be there fails as well: one that went
+/// into a file no longer at the path (lost at the next start) or onto a
+/// filesystem turned read-only (whose fsync then returns without writing).
+fn commit_to_file(database: &mut Database, state: &FileState, batch: Vec<Queued>) -> Told {
+    let Ok(connection) = database.connection() else {
+        let failed = batch.into_iter();
+        return failed
+            .map(|queued| (queued.done, Err(database.gone_error())))
+            .collect();
+    };
+    let mut told = commit_batch(connection, batch);
+    if let Some(lost) = database.lost_commit(state) {
+        for (_, outcome) in &mut told {
+            if outcome.is_ok() {
+                *outcome = Err(database.error(lost));
+            }
+        }
+    }
+    told
 }
 
 /// Who to tell what, once a transaction ended.

@@ -177,6 +177,31 @@ impl OurServer {
 
     /// As [`OurServer::start`], listening on `address`.
     pub fn start_at(engine: EngineName, dsn: &str, homedir: &Path, address: SocketAddr) -> Self {
+        let options = storage::OpenOptions {
+            max_age_secs: Some(DEFAULT_CLEANUP_AGE_SECS),
+            ..storage::OpenOptions::default()
+        };
+        Self::launch(engine, dsn, homedir, address, options)
+    }
+
+    /// As [`OurServer::start`], with the engine's options.
+    pub fn start_with(
+        engine: EngineName,
+        dsn: &str,
+        homedir: &Path,
+        options: storage::OpenOptions,
+    ) -> Self {
+        let address = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::launch(engine, dsn, homedir, address, options)
+    }
+
+    fn launch(
+        engine: EngineName,
+        dsn: &str,
+        homedir: &Path,
+        address: SocketAddr,
+        options: storage::OpenOptions,
+    ) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let dsn = dsn.to_owned();
@@ -188,11 +213,10 @@ impl OurServer {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let storage: Arc<dyn Storage> =
-                    storage::open(engine, &dsn, Some(DEFAULT_CLEANUP_AGE_SECS))
-                        .await
-                        .expect("open our storage")
-                        .into();
+                let storage: Arc<dyn Storage> = storage::open_with(engine, &dsn, &options)
+                    .await
+                    .expect("open our storage")
+                    .into();
                 let context = Context::from_files(
                     storage,
                     homedir.join("pyzord.passwd"),

@@ -28,14 +28,14 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 const OUTAGE: Duration = Duration::from_secs(3);
 
 /// One report sent by the stream.
-struct Sent {
-    digest: String,
-    code: Option<u16>,
-    latency: Duration,
+pub(super) struct Sent {
+    pub(super) digest: String,
+    pub(super) code: Option<u16>,
+    pub(super) latency: Duration,
 }
 
 /// A homedir whose ACL lets anonymous users report.
-fn open_homedir() -> TempDir {
+pub(super) fn open_homedir() -> TempDir {
     let home = temp_dir();
     std::fs::write(
         home.path().join("pyzord.access"),
@@ -47,7 +47,7 @@ fn open_homedir() -> TempDir {
 
 /// Senders reporting a new digest each, one request at a time, until
 /// `stop`; each returns what it sent and what came back.
-fn report_stream(
+pub(super) fn report_stream(
     server: SocketAddr,
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<Vec<Sent>>> {
@@ -77,8 +77,31 @@ fn report_stream(
         .collect()
 }
 
+/// Stops the report stream and returns what it sent, every request
+/// answered with Code 200 or 500.
+pub(super) fn stop_stream(
+    what: &str,
+    stop: &AtomicBool,
+    senders: Vec<std::thread::JoinHandle<Vec<Sent>>>,
+) -> Vec<Sent> {
+    stop.store(true, Ordering::Relaxed);
+    let sent: Vec<Sent> = senders
+        .into_iter()
+        .flat_map(|sender| sender.join().expect("sender"))
+        .collect();
+    let unanswered = sent.iter().filter(|sent| sent.code.is_none()).count();
+    assert_eq!(unanswered, 0, "{what}: requests without an answer");
+    let other: Vec<Option<u16>> = sent
+        .iter()
+        .map(|sent| sent.code)
+        .filter(|code| !matches!(code, Some(200 | 500)))
+        .collect();
+    assert!(other.is_empty(), "{what}: unexpected codes {other:?}");
+    sent
+}
+
 /// Whether pyzord answers a check with Code 200.
-fn serves(server: SocketAddr) -> bool {
+pub(super) fn serves(server: SocketAddr) -> bool {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let request = format!(
         "Op: check\nOp-Digest: {}\nThread: 7\nPV: 2.1\n\n",
@@ -156,13 +179,7 @@ fn outage(engine: &str, server: SocketAddr, backend: &mut impl Backend) -> HashS
     }
     let recovery = back.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let sent: Vec<Sent> = senders
-        .into_iter()
-        .flat_map(|sender| sender.join().expect("sender"))
-        .collect();
-    let unanswered = sent.iter().filter(|sent| sent.code.is_none()).count();
-    assert_eq!(unanswered, 0, "{engine}: requests without an answer");
+    let sent = stop_stream(engine, &stop, senders);
     let slowest = sent
         .iter()
         .map(|sent| sent.latency)
@@ -178,12 +195,6 @@ fn outage(engine: &str, server: SocketAddr, backend: &mut impl Backend) -> HashS
         .filter(|sent| sent.code == Some(200))
         .map(|sent| sent.digest.clone())
         .collect();
-    let other: Vec<Option<u16>> = sent
-        .iter()
-        .map(|sent| sent.code)
-        .filter(|code| !matches!(code, Some(200 | 500)))
-        .collect();
-    assert!(other.is_empty(), "{engine}: unexpected codes {other:?}");
     assert!(errors > 0, "{engine}: no request met the dead database");
     assert!(
         acknowledged.len() > 50,
