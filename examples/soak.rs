@@ -6,11 +6,19 @@
 //! asking that pyzord, all on 127.0.0.1 with their files in WORK_DIR. For
 //! MINUTES it runs UDP clients reporting new digests and checking others,
 //! and milter connections sending the corpus's messages, while every
-//! [`FAULT_INTERVAL`] it SIGKILLs Redis or pyzord (in turn) and starts it
-//! again. Then it checks every report that was acknowledged with Code 200
+//! [`FAULT_INTERVAL`] it injects a fault, in turn: Redis SIGKILLed and
+//! started again, pyzord the same, or a DNS outage. The milter knows pyzord
+//! by a name ([`PYZORD_NAME`]) that only its own /etc/hosts gives, in a
+//! mount namespace (`common/names.rs`); an outage removes the name, reloads
+//! the milter halfway (so that its new client has no address to keep) and
+//! brings the name back, then measures how long the milter takes to check
+//! messages again. pyzord forwards reports to two upstreams: one dead (a
+//! socket that never answers) and one alive (another pyzord, on SQLite).
+//! At the end it checks every report that was acknowledged with Code 200
 //! against pyzord once more and prints requests served, errors by kind,
-//! acknowledged reports lost (exit status 1 unless 0), and the resident
-//! memory of pyzord and the milter at the start and the end.
+//! acknowledged reports lost (exit status 1 unless 0), how many of them
+//! reached the live upstream, and the resident memory of pyzord and the
+//! milter at the start and the end.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +31,8 @@ use tokio::net::UdpSocket;
 
 #[path = "common/mta.rs"]
 mod mta;
+#[path = "common/names.rs"]
+mod names;
 #[path = "common/udp.rs"]
 mod udp;
 
@@ -32,6 +42,15 @@ const FAULT_INTERVAL: Duration = Duration::from_secs(15);
 const OUTAGE: Duration = Duration::from_secs(2);
 /// How long a client waits for pyzord (pyzor's `Client.timeout`).
 const CLIENT_WAIT: Duration = Duration::from_secs(5);
+/// The name the milter asks pyzord by; `.test` is reserved (RFC 2606).
+const PYZORD_NAME: &str = "pyzord.soak.test";
+/// The milter's `resolve_refresh_secs`: short, so that an outage also
+/// makes a refresh fail while the last address is kept.
+const REFRESH_SECS: u64 = 5;
+/// A DNS outage: the name is gone this long before the milter is
+/// reloaded (a refresh fails meanwhile), and this long after.
+const DNS_BEFORE_RELOAD: Duration = Duration::from_secs(REFRESH_SECS + 1);
+const DNS_AFTER_RELOAD: Duration = Duration::from_secs(3);
 /// UDP clients of each kind, and milter connections.
 const REPORTERS: u64 = 4;
 const CHECKERS: u64 = 4;
@@ -92,15 +111,28 @@ struct Setup {
     work: PathBuf,
     redis_port: u16,
     pyzord: SocketAddr,
+    milter_port: u16,
+    /// pyzord's forwarding client homedir: a dead upstream, then a live one.
+    forward: PathBuf,
 }
 
-/// The processes the faults kill and start again.
+/// The processes the faults kill and start again, and those they do not.
 struct Services {
     setup: Setup,
     redis: Process,
     pyzord: Process,
+    milter: Process,
+    /// The live upstream pyzord, and the socket that swallows what is
+    /// forwarded to the dead one.
+    upstream: (Process, SocketAddr),
+    _dead_upstream: std::net::UdpSocket,
     /// The largest RSS of a pyzord process just before it was killed, MB.
     pyzord_rss_before_kill: f64,
+    /// How long the milter took to check messages again after each DNS
+    /// outage ended.
+    dns_heal: Vec<Duration>,
+    /// The first of these is sent to see whether the milter checks again.
+    messages: Arc<Vec<mta::Message>>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -153,8 +185,55 @@ impl Setup {
                 "--dsn",
                 &format!("127.0.0.1,{},,0", self.redis_port),
             ])
-            .args(["-a", "127.0.0.1", "-p", &self.pyzord.port().to_string()]);
+            .args(["-a", "127.0.0.1", "-p", &self.pyzord.port().to_string()])
+            .arg("--forward-client-homedir")
+            .arg(&self.forward);
         Process::spawn(&mut command, &self.work.join("pyzord.log"))
+    }
+
+    /// The live upstream: our pyzord on SQLite, never killed.
+    async fn start_upstream(&self) -> std::io::Result<(Process, SocketAddr)> {
+        let home = self.work.join("upstream");
+        std::fs::create_dir_all(&home)?;
+        std::fs::write(home.join("pyzord.access"), "all : anonymous : allow\n")?;
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("pyzord")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["-e", "sqlite", "--dsn"])
+            .arg(home.join("pyzord.sqlite"))
+            .args(["-a", "127.0.0.1", "-p", &address.port().to_string()]);
+        let process = Process::spawn(&mut command, &self.work.join("upstream.log"))?;
+        pyzord_up(address).await?;
+        Ok((process, address))
+    }
+
+    /// The milter in its mount namespace, asking pyzord by name.
+    async fn start_milter(&self) -> std::io::Result<Process> {
+        let config = self.work.join("milter.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"inet:127.0.0.1:{}\"\nservers = [\"{PYZORD_NAME}:{}\"]\n\
+                 trusted_networks = []\ntimeout_ms = 2000\ncache_ttl_secs = 0\n\
+                 resolve_refresh_secs = {REFRESH_SECS}\n",
+                self.milter_port,
+                self.pyzord.port()
+            ),
+        )?;
+        let mut command = names::namespace_command(&self.work, &self.binary)?;
+        command.arg("milter").arg("--config").arg(&config);
+        let process = Process::spawn(&mut command, &self.work.join("milter.log"))?;
+        let port = self.milter_port;
+        wait_until("the milter", async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await?;
+        Ok(process)
     }
 
     async fn redis_up(&self) -> std::io::Result<()> {
@@ -168,57 +247,120 @@ impl Setup {
     }
 
     async fn pyzord_up(&self) -> std::io::Result<()> {
-        let address = self.pyzord;
-        wait_until("pyzord", async || {
-            let request = b"Op: ping\nThread: 1024\nPV: 2.1\n\n";
-            ask(address, request, 1024, Duration::from_millis(300))
-                .await
-                .is_ok()
-        })
-        .await
+        pyzord_up(self.pyzord).await
     }
 }
 
+async fn pyzord_up(address: SocketAddr) -> std::io::Result<()> {
+    wait_until("pyzord", async || {
+        let request = b"Op: ping\nThread: 1024\nPV: 2.1\n\n";
+        ask(address, request, 1024, Duration::from_millis(300))
+            .await
+            .is_ok()
+    })
+    .await
+}
+
 impl Services {
-    async fn start(binary: &Path, work: &Path) -> std::io::Result<Services> {
+    async fn start(
+        binary: &Path,
+        work: &Path,
+        messages: Arc<Vec<mta::Message>>,
+    ) -> std::io::Result<Services> {
         let home = work.join("pyzord");
         std::fs::create_dir_all(&home)?;
         std::fs::write(home.join("pyzord.access"), "all : anonymous : allow\n")?;
+        let forward = work.join("forward");
+        std::fs::create_dir_all(&forward)?;
         let setup = Setup {
             binary: binary.to_owned(),
             work: work.to_owned(),
             redis_port: free_port()?,
-            pyzord: format!("127.0.0.1:{}", free_port()?)
-                .parse()
-                .expect("an address"),
+            pyzord: ([127, 0, 0, 1], free_port()?).into(),
+            milter_port: free_port()?,
+            forward,
         };
+        let dead_upstream = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let upstream = setup.start_upstream().await?;
+        std::fs::write(
+            setup.forward.join("servers"),
+            format!("{}\n{}\n", dead_upstream.local_addr()?, upstream.1),
+        )?;
         let redis = setup.start_redis()?;
         setup.redis_up().await?;
         let pyzord = setup.start_pyzord()?;
         setup.pyzord_up().await?;
+        names::write_hosts(work, PYZORD_NAME, Some("127.0.0.1"))?;
+        let milter = setup.start_milter().await?;
         Ok(Services {
             setup,
             redis,
             pyzord,
+            milter,
+            upstream,
+            _dead_upstream: dead_upstream,
             pyzord_rss_before_kill: 0.0,
+            dns_heal: Vec::new(),
+            messages,
         })
     }
 
-    /// Kills Redis or pyzord (`round` picks) and starts it again.
+    /// The name gone, the milter reloaded, the name back: returns how long
+    /// the milter took to check a message again.
+    async fn dns_outage(&mut self) -> std::io::Result<Duration> {
+        let work = &self.setup.work;
+        names::write_hosts(work, PYZORD_NAME, None)?;
+        tokio::time::sleep(DNS_BEFORE_RELOAD).await;
+        // SAFETY: kill only sends SIGHUP to the milter we started (unshare
+        // and sh exec it, so it has their pid).
+        unsafe { libc::kill(self.milter.0.id() as libc::pid_t, libc::SIGHUP) };
+        tokio::time::sleep(DNS_AFTER_RELOAD).await;
+        names::write_hosts(work, PYZORD_NAME, Some("127.0.0.1"))?;
+        let back = Instant::now();
+        let milter = format!("127.0.0.1:{}", self.setup.milter_port);
+        let mut probe = 0;
+        loop {
+            probe += 1;
+            let mut connection = mta::Mta::open(&milter).await?;
+            let verdict = connection
+                .send(&self.messages[0], &format!("P{probe:011}"))
+                .await?;
+            if verdict.tag.as_deref().is_some_and(|tag| tag != "error") {
+                return Ok(back.elapsed());
+            }
+            if back.elapsed() > Duration::from_secs(60) {
+                return Err(std::io::Error::other(
+                    "the milter did not check messages again within 60 s of the name's return",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills Redis or pyzord and starts it again, or takes pyzord's name
+    /// away for a while (`round` picks).
     async fn fault(&mut self, round: u64) -> std::io::Result<&'static str> {
-        if round.is_multiple_of(2) {
-            self.redis.kill();
-            tokio::time::sleep(OUTAGE).await;
-            self.redis = self.setup.start_redis()?;
-            self.setup.redis_up().await?;
-            Ok("redis-server SIGKILLed and restarted")
-        } else {
-            self.pyzord_rss_before_kill = self.pyzord_rss_before_kill.max(self.pyzord.rss_mb());
-            self.pyzord.kill();
-            tokio::time::sleep(OUTAGE).await;
-            self.pyzord = self.setup.start_pyzord()?;
-            self.setup.pyzord_up().await?;
-            Ok("pyzord SIGKILLed and restarted")
+        match round % 3 {
+            0 => {
+                self.redis.kill();
+                tokio::time::sleep(OUTAGE).await;
+                self.redis = self.setup.start_redis()?;
+                self.setup.redis_up().await?;
+                Ok("redis-server SIGKILLed and restarted")
+            }
+            1 => {
+                self.pyzord_rss_before_kill = self.pyzord_rss_before_kill.max(self.pyzord.rss_mb());
+                self.pyzord.kill();
+                tokio::time::sleep(OUTAGE).await;
+                self.pyzord = self.setup.start_pyzord()?;
+                self.setup.pyzord_up().await?;
+                Ok("pyzord SIGKILLed and restarted")
+            }
+            _ => {
+                let healed = self.dns_outage().await?;
+                self.dns_heal.push(healed);
+                Ok("DNS outage (pyzord's name gone, the milter reloaded meanwhile)")
+            }
         }
     }
 }
@@ -411,27 +553,9 @@ async fn soak(binary: &Path, corpus: &Path, work: &Path, minutes: f64) -> std::i
     if messages.is_empty() {
         return Err(std::io::Error::other("no */*.txt in the corpus directory"));
     }
-    let mut services = Services::start(binary, work).await?;
-    let milter_port = free_port()?;
-    let config = work.join("milter.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"inet:127.0.0.1:{milter_port}\"\nservers = [\"{}\"]\n\
-             trusted_networks = []\ntimeout_ms = 2000\ncache_ttl_secs = 0\n",
-            services.setup.pyzord
-        ),
-    )?;
-    let mut command = Command::new(binary);
-    command.arg("milter").arg("--config").arg(&config);
-    let milter_process = Process::spawn(&mut command, &work.join("milter.log"))?;
-    wait_until("the milter", async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", milter_port))
-            .await
-            .is_ok()
-    })
-    .await?;
-    let rss_start = (services.pyzord.rss_mb(), milter_process.rss_mb());
+    let mut services = Services::start(binary, work, Arc::clone(&messages)).await?;
+    let milter_port = services.setup.milter_port;
+    let rss_start = (services.pyzord.rss_mb(), services.milter.rss_mb());
 
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(minutes * 60.0);
@@ -471,12 +595,13 @@ async fn soak(binary: &Path, corpus: &Path, work: &Path, minutes: f64) -> std::i
         round += 1;
     }
     while load.join_next().await.is_some() {}
-    let rss_end = (services.pyzord.rss_mb(), milter_process.rss_mb());
+    let rss_end = (services.pyzord.rss_mb(), services.milter.rss_mb());
     let elapsed = started.elapsed().as_secs_f64();
 
     let digests = std::mem::take(&mut *acknowledged.lock().expect("acknowledged"));
     let acknowledged_count = digests.len();
-    let (lost, unanswered) = recheck(services.setup.pyzord, digests).await;
+    let (lost, unanswered) = recheck(services.setup.pyzord, digests.clone()).await;
+    let (not_forwarded, upstream_unanswered) = recheck(services.upstream.1, digests).await;
 
     let tally = tally.lock().expect("tally");
     println!(
@@ -499,6 +624,20 @@ async fn soak(binary: &Path, corpus: &Path, work: &Path, minutes: f64) -> std::i
          {unanswered}, lost: {lost}",
         acknowledged_count as u64 - unanswered
     );
+    println!(
+        "forwarded to the live upstream (listed after a dead one): {} of the acknowledged \
+         reports ({upstream_unanswered} re-checks there without an answer)",
+        acknowledged_count as u64 - not_forwarded - upstream_unanswered
+    );
+    if let (Some(fastest), Some(slowest)) = (
+        services.dns_heal.iter().min(),
+        services.dns_heal.iter().max(),
+    ) {
+        println!(
+            "DNS outages: the milter checked messages again {fastest:.1?} to {slowest:.1?} \
+             after the name came back"
+        );
+    }
     println!(
         "RSS pyzord: {:.1} MB at start, {:.1} MB at end (the last of its processes; the \
          largest before a kill {:.1} MB)",

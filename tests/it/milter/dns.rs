@@ -1,18 +1,14 @@
 //! Name resolution that heals, seen from the milter: our binary runs in a
-//! mount namespace of its own (`unshare -m`) where /etc/hosts, resolv.conf
-//! and nsswitch.conf are files of the test, bind-mounted. The name server
-//! is an address on loopback where nothing listens, so DNS fails at once
-//! and no query leaves the machine; glibc reads /etc/hosts at each lookup,
-//! and the test edits it in place (a rename would not be seen through the
-//! bind mount). The server's name starts unresolvable, then appears, then
-//! moves from one of our pyzords (127.0.0.1, which holds reports of the
-//! message) to another (127.0.0.2, same port, which holds none); the
-//! `pyzor` client run in the same namespace sees what the milter sees.
+//! mount namespace of its own where /etc/hosts, resolv.conf and
+//! nsswitch.conf are files of the test (`examples/common/names.rs`, shared
+//! with the soak test), and no DNS query leaves the machine. The server's
+//! name starts unresolvable, then appears, then moves from one of our
+//! pyzords (127.0.0.1, which holds reports of the message) to another
+//! (127.0.0.2, same port, which holds none); the `pyzor` client run in the
+//! same namespace sees what the milter sees.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pyzor_milter::protocol::Op;
@@ -22,6 +18,10 @@ use super::util::{
 };
 use crate::util::{our_binary, run, temp_dir};
 
+#[path = "../../../examples/common/names.rs"]
+mod names;
+use names::{namespace_command, write_hosts};
+
 /// The server's name; `.test` is reserved (RFC 2606), should a query leak.
 const NAME: &str = "pyzord.example.test";
 
@@ -29,45 +29,6 @@ const NAME: &str = "pyzord.example.test";
 /// milter retries a failed name after 2 s and refreshes a good one every
 /// second here; the rest is slack for a loaded machine.
 const FOLLOW: Duration = Duration::from_secs(30);
-
-/// The hosts file's size, kept for every content so that an edit in place
-/// never shows a lookup a truncated file.
-const HOSTS_SIZE: usize = 128;
-
-/// Rewrites the hosts file in place (same inode, same size).
-fn write_hosts(path: &Path, address: Option<&str>) {
-    let mut text = String::from("127.0.0.1 localhost\n");
-    if let Some(address) = address {
-        text.push_str(&format!("{address} {NAME}\n"));
-    }
-    text.push('#');
-    let padding = HOSTS_SIZE - 1 - text.len();
-    text.push_str(&" ".repeat(padding));
-    text.push('\n');
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .expect("open the hosts file");
-    file.write_all(text.as_bytes())
-        .expect("write the hosts file");
-}
-
-/// Bind-mounts the test's files over the system's in the namespace.
-fn setup_script(dir: &Path) -> String {
-    std::fs::write(
-        dir.join("resolv.conf"),
-        "nameserver 127.83.83.83\noptions timeout:1 attempts:1\n",
-    )
-    .expect("write resolv.conf");
-    std::fs::write(dir.join("nsswitch.conf"), "hosts: files dns\n").expect("nsswitch.conf");
-    ["hosts", "resolv.conf", "nsswitch.conf"]
-        .iter()
-        .map(|file| format!("mount --bind '{}' /etc/{file}", dir.join(file).display()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// Sends the message until its header starts with `verdict`, for up to
 /// [`FOLLOW`]; returns the header and how long it took.
@@ -95,16 +56,11 @@ async fn until(
 
 /// `pyzor check` of the message in the same kind of namespace: its output
 /// and exit code.
-fn pyzor_check(dir: &Path, setup: &str, message: &Path) -> (String, String) {
-    let script = format!("set -e\n{setup}\nexec \"$@\"\n");
+fn pyzor_check(dir: &Path, message: &Path) -> (String, String) {
+    let mut command = namespace_command(dir, &our_binary()).expect("write the resolver files");
+    command.arg("pyzor").arg("--homedir").arg(dir).arg("check");
     let output = run(
-        Command::new("unshare")
-            .args(["-m", "sh", "-c", &script, "sh"])
-            .arg(our_binary())
-            .arg("pyzor")
-            .arg("--homedir")
-            .arg(dir)
-            .arg("check"),
+        &mut command,
         &std::fs::read(message).expect("read the message"),
     );
     assert!(output.stderr.is_empty(), "{}", output.stderr_text());
@@ -126,15 +82,14 @@ async fn the_milter_follows_a_name_that_appears_and_moves() {
     let message = std::fs::read(&message_path).expect("read the message");
     tell(first.address, Op::Report, &digest, 1).await;
 
-    let hosts = dir.path().join("hosts");
-    write_hosts(&hosts, None);
-    let setup = setup_script(dir.path());
+    write_hosts(dir.path(), NAME, None).expect("write the hosts file");
     std::fs::write(dir.path().join("servers"), format!("{NAME}:{port}\n")).expect("servers");
     let config = format!(
         "servers = [\"{NAME}:{port}\"]\ntrusted_networks = []\ntimeout_ms = 2000\n\
          cache_ttl_secs = 0\nresolve_refresh_secs = 1\n"
     );
-    let milter = Milter::start_in_namespace(dir.path(), &config, &setup);
+    let command = namespace_command(dir.path(), &our_binary()).expect("write the resolver files");
+    let milter = Milter::start_with(dir.path(), &config, command);
     let server = format!("{NAME}:{port}");
 
     let (actions, _) = send(milter.address(), &Envelope::default(), &message).await;
@@ -148,14 +103,14 @@ async fn the_milter_follows_a_name_that_appears_and_moves() {
         ("moved", "127.0.0.2", "clean", "0\t0", "1"),
     ];
     for (what, address, verdict, counts, exit_code) in steps {
-        write_hosts(&hosts, Some(address));
+        write_hosts(dir.path(), NAME, Some(address)).expect("write the hosts file");
         let (header, took) = until(milter.address(), &message, verdict, &milter).await;
         let slash = counts.replace('\t', "/");
         assert_eq!(
             header,
             format!("{verdict}; digest={digest}; {server}={slash}")
         );
-        let (stdout, exit) = pyzor_check(dir.path(), &setup, &message_path);
+        let (stdout, exit) = pyzor_check(dir.path(), &message_path);
         let expected = format!("{server}\t(200, 'OK')\t{counts}\n");
         assert_eq!(
             (stdout.as_str(), exit.as_str()),

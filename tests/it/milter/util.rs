@@ -378,30 +378,16 @@ pub struct Milter {
 
 impl Milter {
     pub fn start(dir: &Path, config: &str) -> Milter {
-        Milter::start_after(dir, config, None)
+        Milter::start_with(dir, config, Command::new(our_binary()))
     }
 
-    /// The milter run by `sh -c SETUP` in a mount namespace of its own
-    /// (`unshare -m`), once the script has run.
-    pub fn start_in_namespace(dir: &Path, config: &str, setup: &str) -> Milter {
-        Milter::start_after(dir, config, Some(setup))
-    }
-
-    fn start_after(dir: &Path, config: &str, setup: Option<&str>) -> Milter {
+    /// The milter run by `command`: our binary, or a command that runs it
+    /// (its arguments follow).
+    pub fn start_with(dir: &Path, config: &str, mut command: Command) -> Milter {
         let config_path = dir.join("milter.toml");
         std::fs::write(&config_path, config).expect("write the milter config");
         let log = dir.join("milter.log");
         let port = free_tcp_port();
-        let mut command = match setup {
-            Some(setup) => {
-                let mut command = Command::new("unshare");
-                let script = format!("set -e\n{setup}\nexec \"$@\"\n");
-                command.args(["-m", "sh", "-c", &script, "sh"]);
-                command.arg(our_binary());
-                command
-            }
-            None => Command::new(our_binary()),
-        };
         command
             .arg("milter")
             .arg("--config")
