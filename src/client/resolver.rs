@@ -416,7 +416,7 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_lookup_holds_no_request_past_its_deadline_and_is_shared() {
         let zone = Zone::new(Ok(address(1)));
-        *zone.delay.lock().expect("lock") = Duration::from_millis(1500);
+        *zone.delay.lock().expect("lock") = Duration::from_secs(3);
         let resolver = Arc::new(zone.resolver(Duration::from_secs(300), Duration::ZERO));
         let started = tokio::time::Instant::now();
         let mut requests = tokio::task::JoinSet::new();
@@ -428,7 +428,8 @@ mod tests {
         while let Some(result) = requests.join_next().await {
             assert_eq!(result.expect("no panic"), Err(ResolveError::TimedOut));
         }
-        assert!(started.elapsed() < Duration::from_millis(1400));
+        // Well before the lookup ends, even on a loaded machine.
+        assert!(started.elapsed() < Duration::from_millis(2500));
         // The one lookup goes on, and a request that may wait gets it.
         let answer = resolver.resolve(within(Duration::from_secs(10))).await;
         assert_eq!(answer, Ok(address(1)));
