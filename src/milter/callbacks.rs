@@ -363,3 +363,52 @@ fn usable_counts(response: &Response) -> Result<(i64, i64), String> {
     }
     response.counts().map_err(|error| error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Accounts, Client, ServerAddress};
+
+    /// A server nothing listens on, through the real client: the check
+    /// names the reason, and the warning comes once per window.
+    #[tokio::test]
+    async fn a_dead_server_is_named_with_its_reason_once_per_window() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|socket| socket.local_addr())
+            .expect("a free port")
+            .port();
+        let server = ServerAddress::new("127.0.0.1", port);
+        let timeout = std::time::Duration::from_millis(300);
+        let client = Client::new(vec![server], Accounts::new(), timeout);
+        let repeats = Repeats::default();
+        let mut logged = Vec::new();
+        for _ in 0..2 {
+            let deadline = Instant::now() + timeout;
+            let answers = client.check(&"0".repeat(40), deadline).await;
+            let answer = answers.into_iter().next().expect("one answer");
+            let mut check = None;
+            let log = crate::logging::captured(|| {
+                check = Some(server_check(answer, "QUEUEID", &repeats));
+            });
+            let expected = ServerCheck {
+                server: format!("127.0.0.1:{port}"),
+                result: Err(Failure::timeout()),
+            };
+            assert_eq!(check, Some(expected));
+            logged.push(log);
+        }
+        // The client says how long it waited (what was left of the deadline).
+        let first =
+            format!(" WARN QUEUEID: timeout: server \"127.0.0.1:{port}\" did not answer within ");
+        assert!(logged[0].starts_with(&first), "{}", logged[0]);
+        assert!(
+            logged[0].ends_with(" s\n") && logged[0].lines().count() == 1,
+            "{}",
+            logged[0]
+        );
+        assert_eq!(
+            logged[1], "",
+            "a repeat within the window is counted, not logged"
+        );
+    }
+}
