@@ -7,60 +7,17 @@
 //! documented in pyzor-milter-milter(8).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use pyzor_milter::milter::config as milter_config;
 use pyzor_milter::server::config as server_config;
 
+use crate::util::package::{debian_package, run_ok};
 use crate::util::{Output, manifest_dir, our_binary, reference_pyzor, run, temp_dir};
-
-/// The cargo-deb scripts/test installs; any 3.x builds the same package.
-const CARGO_DEB_HINT: &str =
-    "cargo-deb is needed: cargo install cargo-deb --version 3.8.0 --locked (scripts/test does)";
 
 /// The sample milter configuration, installed as a conffile.
 const SAMPLE_CONFIG: &str = "contrib/pyzor-milter.toml";
-
-/// Runs a command that must succeed; its output otherwise fails the test.
-fn run_ok(command: &mut Command, hint: &str) -> Output {
-    let output = run(command, b"");
-    assert!(
-        output.status.success(),
-        "{command:?} exited {}: {}{}\n{hint}",
-        output.exit(),
-        output.stdout_text(),
-        output.stderr_text()
-    );
-    output
-}
-
-/// Builds the .deb with cargo-deb from a copy of the binary under test, so
-/// the package holds what this run tested whichever profile built it.
-/// Returns the .deb's path.
-fn build_deb(work: &Path) -> PathBuf {
-    let target = work.join("target");
-    let release = target.join("release");
-    std::fs::create_dir_all(&release).expect("the target directory can be made");
-    std::fs::copy(our_binary(), release.join("pyzor-milter")).expect("the binary can be copied");
-    run_ok(
-        Command::new(our_binary())
-            .arg("generate")
-            .arg(release.join("generated")),
-        "pyzor-milter generate failed",
-    );
-    let deb = work.join("pyzor-milter.deb");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_ok(
-        Command::new(cargo)
-            .current_dir(manifest_dir())
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["deb", "--no-build", "--fast", "--output"])
-            .arg(&deb),
-        CARGO_DEB_HINT,
-    );
-    deb
-}
 
 /// `dpkg-deb -c`: the paths in the package (`./usr/bin/pyzor -> ...` for
 /// links), without the directories.
@@ -77,9 +34,9 @@ fn listing(deb: &Path) -> BTreeSet<String> {
 #[test]
 fn debian_package_installs_what_an_administrator_needs() {
     let work = temp_dir();
-    let deb = build_deb(work.path());
+    let deb = debian_package();
 
-    let files = listing(&deb);
+    let files = listing(deb);
     let expected = [
         "usr/bin/pyzor-milter",
         "usr/bin/pyzor -> pyzor-milter",
@@ -117,10 +74,7 @@ fn debian_package_installs_what_an_administrator_needs() {
     );
 
     let conffiles = run_ok(
-        Command::new("dpkg-deb")
-            .arg("-I")
-            .arg(&deb)
-            .arg("conffiles"),
+        Command::new("dpkg-deb").arg("-I").arg(deb).arg("conffiles"),
         "",
     )
     .stdout_text();
@@ -134,7 +88,7 @@ fn debian_package_installs_what_an_administrator_needs() {
         ])
     );
     let postinst = run_ok(
-        Command::new("dpkg-deb").arg("-I").arg(&deb).arg("postinst"),
+        Command::new("dpkg-deb").arg("-I").arg(deb).arg("postinst"),
         "",
     )
     .stdout_text();
@@ -144,7 +98,7 @@ fn debian_package_installs_what_an_administrator_needs() {
     );
 
     let root = work.path().join("root");
-    run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root), "");
+    run_ok(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root), "");
     verify_units(&root, work.path());
     render_man_pages(&root);
     for name in ["pyzor-milter", "pyzor", "pyzord"] {

@@ -2,6 +2,7 @@
 //! the corpus are, running processes, and comparing our digests with
 //! Python pyzor's.
 
+pub mod package;
 pub mod reference;
 
 use std::ffi::OsStr;
