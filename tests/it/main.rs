@@ -17,4 +17,5 @@ mod server_abuse;
 mod server_util;
 mod spamassassin;
 mod supervise;
+mod systemd;
 mod util;
