@@ -188,7 +188,7 @@ fn a_filesystem_turned_read_only_answers_500_until_mounted_again() {
     let disk = dir.path().join("disk");
     std::fs::create_dir(&disk).expect("mount point");
     let disk = disk.display().to_string();
-    run("truncate", &["-s", "64M", &image]);
+    run("truncate", &["-s", "256M", &image]);
     run("mkfs.ext4", &["-q", "-F", &image]);
     let options = "loop,errors=remount-ro";
     run("mount", &["-o", options, &image, &disk]);
