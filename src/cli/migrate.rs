@@ -107,6 +107,7 @@ async fn migrate(
                 Ok(()) => ok_count += page.len() as u64,
                 Err(error) => {
                     fail_count += page.len() as u64;
+                    let error = pyzor_milter::logging::Chain(&error);
                     progress.println(format!("{} records failed: {error}", page.len()));
                 }
             }

@@ -567,7 +567,10 @@ fn spawn_cleanup(storage: Arc<dyn Storage>, max_age_secs: u64) {
             interval.tick().await;
             match storage.cleanup(max_age_secs).await {
                 Ok(removed) => tracing::debug!(removed, "expired records removed"),
-                Err(error) => tracing::warn!(%error, "unable to reorganise"),
+                Err(error) => {
+                    let error = pyzor_milter::logging::Chain(&error);
+                    tracing::warn!("unable to reorganise: {error}");
+                }
             }
         }
     });
