@@ -202,12 +202,25 @@ fn default_homedir() -> PathBuf {
 /// The target of the usage log lines (pyzor's `pyzord-usage` logger).
 const USAGE_TARGET: &str = "pyzord-usage";
 
-/// A log destination written by its own thread, so that a request never
-/// waits for a `write` system call: each event is formatted into a buffer
-/// and handed over; the thread writes in bursts and flushes when idle.
+/// How many lines a log writer's queue holds: 160 kB of pyzord's lines, at
+/// most a few MB of usage lines (one holds a request's digests, up to a
+/// datagram's 8,192 bytes). A line that finds it full waits for room, and
+/// so does the request that logs it:
+/// a log on a slow disk or pipe slows pyzord down, as Python pyzord's
+/// synchronous writes do, instead of growing its memory.
+const MAX_LOG_LINES: usize = 1024;
+
+/// How long the exit waits for the log writers to write what is queued.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A log destination written by its own thread, so that a request waits
+/// for a `write` system call only when [`MAX_LOG_LINES`] are queued: each
+/// event is formatted into a buffer and handed over; the thread writes in
+/// bursts and flushes when idle.
 #[derive(Clone)]
 struct BackgroundWriter {
-    lines: std::sync::mpsc::Sender<LogMessage>,
+    lines: std::sync::mpsc::SyncSender<LogMessage>,
+    stats: Arc<metrics::QueueStats>,
 }
 
 enum LogMessage {
@@ -219,8 +232,11 @@ enum LogMessage {
 static LOG_WRITERS: std::sync::Mutex<Vec<BackgroundWriter>> = std::sync::Mutex::new(Vec::new());
 
 impl BackgroundWriter {
-    fn start(mut out: Box<dyn std::io::Write + Send>) -> Self {
-        let (lines, queue) = std::sync::mpsc::channel::<LogMessage>();
+    /// A writer of `out`, named `sink` in the metrics.
+    fn start(mut out: Box<dyn std::io::Write + Send>, sink: &str) -> Self {
+        let (lines, queue) = std::sync::mpsc::sync_channel::<LogMessage>(MAX_LOG_LINES);
+        let stats = metrics::QueueStats::new("log", &[("sink", sink)], MAX_LOG_LINES);
+        let written = Arc::clone(&stats);
         let _ = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
@@ -229,6 +245,7 @@ impl BackgroundWriter {
                     while let Some(message) = next.take() {
                         match message {
                             LogMessage::Line(line) => {
+                                written.moved(0, 1);
                                 let _ = out.write_all(&line);
                             }
                             LogMessage::Flush(done) => {
@@ -241,7 +258,7 @@ impl BackgroundWriter {
                     let _ = out.flush();
                 }
             });
-        let writer = Self { lines };
+        let writer = Self { lines, stats };
         if let Ok(mut all) = LOG_WRITERS.lock() {
             all.push(writer.clone());
         }
@@ -249,16 +266,35 @@ impl BackgroundWriter {
     }
 }
 
-/// Waits until every log line so far is written.
-fn flush_logs() {
-    let writers = LOG_WRITERS
+fn log_writers() -> Vec<BackgroundWriter> {
+    LOG_WRITERS
         .lock()
         .map(|all| all.clone())
-        .unwrap_or_default();
-    for writer in writers {
+        .unwrap_or_default()
+}
+
+/// Waits until every log line so far is written, or [`FLUSH_WAIT`] for
+/// each writer (a sink that takes nothing must not hold the exit).
+fn flush_logs() {
+    for writer in log_writers() {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if writer.lines.send(LogMessage::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
+        let mut flush = LogMessage::Flush(done);
+        loop {
+            match writer.lines.try_send(flush) {
+                Ok(()) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let _ = wait.recv_timeout(left);
+                    break;
+                }
+                Err(std::sync::mpsc::TrySendError::Full(message))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    flush = message;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(_) => break,
+            }
         }
     }
 }
@@ -266,7 +302,7 @@ fn flush_logs() {
 /// One event's bytes, handed to the writer thread when dropped.
 struct LogLine {
     buffer: Vec<u8>,
-    lines: std::sync::mpsc::Sender<LogMessage>,
+    writer: BackgroundWriter,
 }
 
 impl std::io::Write for LogLine {
@@ -283,9 +319,11 @@ impl std::io::Write for LogLine {
 impl Drop for LogLine {
     fn drop(&mut self) {
         if !self.buffer.is_empty() {
-            let _ = self
-                .lines
-                .send(LogMessage::Line(std::mem::take(&mut self.buffer)));
+            self.writer.stats.moved(1, 0);
+            let line = LogMessage::Line(std::mem::take(&mut self.buffer));
+            if self.writer.lines.send(line).is_err() {
+                self.writer.stats.moved(0, 1);
+            }
         }
     }
 }
@@ -296,12 +334,12 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BackgroundWriter {
     fn make_writer(&'a self) -> LogLine {
         LogLine {
             buffer: Vec::with_capacity(160),
-            lines: self.lines.clone(),
+            writer: self.clone(),
         }
     }
 }
 
-fn log_writer(path: Option<&Path>) -> anyhow::Result<BackgroundWriter> {
+fn log_writer(path: Option<&Path>, sink: &str) -> anyhow::Result<BackgroundWriter> {
     let out: Box<dyn std::io::Write + Send> = match path {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -313,7 +351,7 @@ fn log_writer(path: Option<&Path>) -> anyhow::Result<BackgroundWriter> {
         }
         None => Box::new(std::io::BufWriter::new(std::io::stderr())),
     };
-    Ok(BackgroundWriter::start(out))
+    Ok(BackgroundWriter::start(out, sink))
 }
 
 /// Installs the log subscribers as pyzord's `setup_logging` does: stderr
@@ -335,7 +373,7 @@ fn init_logging(
     let file_level = if debug { Level::DEBUG } else { Level::INFO };
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(false)
-        .with_writer(log_writer(None)?)
+        .with_writer(log_writer(None, "stderr")?)
         .with_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(stderr_level)),
         );
@@ -343,7 +381,7 @@ fn init_logging(
         Some(path) => Some(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
-                .with_writer(log_writer(Some(path))?)
+                .with_writer(log_writer(Some(path), "log")?)
                 .with_filter(
                     Targets::new()
                         .with_default(file_level)
@@ -356,7 +394,7 @@ fn init_logging(
         Some(path) => Some(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
-                .with_writer(log_writer(Some(path))?)
+                .with_writer(log_writer(Some(path), "usage")?)
                 .with_filter(Targets::new().with_target(USAGE_TARGET, file_level)),
         ),
         None => None,
@@ -474,6 +512,9 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         );
     }
     context.replay = server::replay::ReplayCache::new(config.replay_cache_size);
+    for writer in log_writers() {
+        context.metrics.add_queue(writer.stats);
+    }
     let context = Arc::new(context);
     let address = format!("{}:{}", config.listen_address, config.port);
     let address = if config.listen_address.contains(':') {

@@ -15,7 +15,7 @@ use sha1::{Digest as _, Sha1};
 use super::Context;
 use super::access::ANONYMOUS;
 use super::message::{Message, PROTOCOL_VERSION, Response};
-use super::metrics::Rejection;
+use super::metrics::{Dropped, Rejection};
 use super::replay::Seen;
 use crate::logging::Chain;
 use crate::storage::{Kind, Record, StorageError};
@@ -172,12 +172,17 @@ impl Prepared {
                     .push(("WL-Count", record.whitelist_count.to_string()));
             }
             Ok(Found::Nothing | Found::Written) => {}
+            // Counted and logged once per episode by the queue, not here.
+            Err(StorageError::QueueFull { .. }) => {
+                if let Some(queue) = &context.commit_queue {
+                    queue.drop_items(Dropped::Full, 1);
+                }
+                return unavailable(response);
+            }
             Err(error) => {
                 context.metrics.backend_error();
                 log_backend_error(&error, context);
-                let error = RequestError::Internal("Database temporarily unavailable.".into());
-                tracing::info!(target: "pyzord-usage", "{}: {}", error.code(), error);
-                return failed(response, &error);
+                return unavailable(response);
             }
         }
         if let Some(usage) = usage {
@@ -200,6 +205,14 @@ fn log_backend_error(error: &StorageError, context: &Context) {
 /// What [`log_backend_error`] writes, but the count of repeats.
 fn backend_error_line(error: &StorageError) -> String {
     format!("database operation failed: {}", Chain(error))
+}
+
+/// pyzord's answer when the database failed: Code 500, "Database
+/// temporarily unavailable.", also in the usage log.
+fn unavailable(response: Response) -> Response {
+    let error = RequestError::Internal("Database temporarily unavailable.".into());
+    tracing::info!(target: "pyzord-usage", "{}: {}", error.code(), error);
+    failed(response, &error)
 }
 
 /// Answers one request; `None` for a request without a Thread, which no

@@ -1,10 +1,12 @@
 //! pyzord's counters: requests by operation and response code, latency,
-//! backend errors, and datagrams rejected as abuse by reason. Lock-free
-//! atomics updated by every request, written in the Prometheus text format
-//! on an optional HTTP listener and logged at an interval.
+//! backend errors, datagrams rejected as abuse by reason, and the depth and
+//! drops of each bounded queue. Lock-free atomics updated by every request,
+//! written in the Prometheus text format on an optional HTTP listener and
+//! logged at an interval.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,6 +64,102 @@ impl Rejection {
     }
 }
 
+/// Why a bounded queue let an item go without doing its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The queue was full: the item was refused or dropped on arrival.
+    Full,
+    /// Its upstream did not take it after every retry.
+    Failed,
+    /// Still queued when the flush at shutdown ran out of time.
+    Shutdown,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 3] = [Dropped::Full, Dropped::Failed, Dropped::Shutdown];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dropped::Full => "full",
+            Dropped::Failed => "failed",
+            Dropped::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One bounded queue's figures: how many items wait in it, how many it
+/// holds at most, and how many it let go, by reason. Its owner updates
+/// them; [`Metrics`] writes them once registered ([`Metrics::add_queue`]).
+#[derive(Debug)]
+pub struct QueueStats {
+    /// The Prometheus labels naming the queue: `queue="commit"`.
+    labels: String,
+    capacity: usize,
+    depth: Arc<AtomicUsize>,
+    dropped: [AtomicU64; Dropped::ALL.len()],
+}
+
+impl QueueStats {
+    /// The figures of queue `name` (with further `labels`) holding at most
+    /// `capacity` items.
+    pub fn new(name: &str, labels: &[(&str, &str)], capacity: usize) -> Arc<Self> {
+        Self::with_depth(name, labels, capacity, Arc::default())
+    }
+
+    /// [`QueueStats::new`] for a queue that counts its depth itself.
+    pub fn with_depth(
+        name: &str,
+        labels: &[(&str, &str)],
+        capacity: usize,
+        depth: Arc<AtomicUsize>,
+    ) -> Arc<Self> {
+        let mut text = format!("queue=\"{}\"", escape(name));
+        for (key, value) in labels {
+            let _ = write!(text, ",{key}=\"{}\"", escape(value));
+        }
+        Arc::new(Self {
+            labels: text,
+            capacity,
+            depth,
+            dropped: Default::default(),
+        })
+    }
+
+    /// How many items wait now.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Counts items coming in (`added`) and going out (`removed`).
+    pub fn moved(&self, added: usize, removed: usize) {
+        if added > 0 {
+            self.depth.fetch_add(added, Ordering::Relaxed);
+        }
+        if removed > 0 {
+            self.depth.fetch_sub(removed, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `count` items let go for `reason`.
+    pub fn drop_items(&self, reason: Dropped, count: u64) {
+        self.dropped[reason as usize].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// How many items were let go for `reason`.
+    pub fn dropped(&self, reason: Dropped) -> u64 {
+        self.dropped[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Every counter of one server.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -70,6 +168,7 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     backend_errors: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
+    queues: Mutex<Vec<Arc<QueueStats>>>,
 }
 
 impl Metrics {
@@ -122,6 +221,21 @@ impl Metrics {
             summary.push_str("none");
         }
         summary
+    }
+
+    /// Exports `queue`'s figures from now on.
+    pub fn add_queue(&self, queue: Arc<QueueStats>) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(queue);
+    }
+
+    fn queues(&self) -> Vec<Arc<QueueStats>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// All requests answered so far.
@@ -179,7 +293,53 @@ impl Metrics {
             let label = reason.label();
             let _ = writeln!(out, "pyzord_rejected_total{{reason=\"{label}\"}} {count}");
         }
+        self.write_queues(&mut out);
         out
+    }
+
+    /// The queue gauges and drop counters, in the exposition.
+    fn write_queues(&self, out: &mut String) {
+        let queues = self.queues();
+        out.push_str(
+            "# HELP pyzord_queue_depth Items waiting in a bounded queue (commit: reports and \
+             whitelists for the next SQLite transaction; log: lines for a log file; forward: \
+             digests for one upstream server).\n",
+        );
+        out.push_str("# TYPE pyzord_queue_depth gauge\n");
+        for queue in &queues {
+            let _ = writeln!(
+                out,
+                "pyzord_queue_depth{{{}}} {}",
+                queue.labels,
+                queue.depth()
+            );
+        }
+        out.push_str("# HELP pyzord_queue_capacity The most items a bounded queue holds.\n");
+        out.push_str("# TYPE pyzord_queue_capacity gauge\n");
+        for queue in &queues {
+            let _ = writeln!(
+                out,
+                "pyzord_queue_capacity{{{}}} {}",
+                queue.labels, queue.capacity
+            );
+        }
+        out.push_str(
+            "# HELP pyzord_queue_dropped_total Items a bounded queue let go: refused or dropped \
+             when full (full), not taken by an upstream after every retry (failed), or still \
+             queued when the flush at shutdown ended (shutdown).\n",
+        );
+        out.push_str("# TYPE pyzord_queue_dropped_total counter\n");
+        for queue in &queues {
+            for reason in Dropped::ALL {
+                let _ = writeln!(
+                    out,
+                    "pyzord_queue_dropped_total{{{},reason=\"{}\"}} {}",
+                    queue.labels,
+                    reason.label(),
+                    queue.dropped(reason)
+                );
+            }
+        }
     }
 }
 
@@ -257,6 +417,26 @@ mod tests {
         assert!(text.contains("pyzord_backend_errors_total 1\n"));
         assert!(text.contains("pyzord_rejected_total{reason=\"replayed\"} 1\n"));
         assert!(text.contains("pyzord_rejected_total{reason=\"rate_limited\"} 0\n"));
+    }
+
+    #[test]
+    fn queues_are_exported_with_their_labels() {
+        let metrics = Metrics::default();
+        let commit = QueueStats::new("commit", &[], 100);
+        let forward = QueueStats::new("forward", &[("upstream", "a\"b:1")], 10);
+        metrics.add_queue(Arc::clone(&commit));
+        metrics.add_queue(Arc::clone(&forward));
+        commit.moved(5, 2);
+        commit.drop_items(Dropped::Full, 7);
+        forward.drop_items(Dropped::Shutdown, 1);
+        let text = metrics.prometheus();
+        assert!(text.contains("pyzord_queue_depth{queue=\"commit\"} 3\n"));
+        assert!(text.contains("pyzord_queue_capacity{queue=\"commit\"} 100\n"));
+        assert!(text.contains("pyzord_queue_dropped_total{queue=\"commit\",reason=\"full\"} 7\n"));
+        assert!(text.contains(
+            "pyzord_queue_dropped_total{queue=\"forward\",upstream=\"a\\\"b:1\",reason=\"shutdown\"} 1\n"
+        ));
+        assert!(text.contains("pyzord_queue_depth{queue=\"forward\",upstream=\"a\\\"b:1\"} 0\n"));
     }
 
     #[test]

@@ -104,20 +104,31 @@ pub struct Context {
     pub replay: replay::ReplayCache,
     /// Error lines repeated within a few seconds, folded into one.
     pub repeats: crate::logging::Repeats,
+    /// The engine's commit queue, when it has one: the writes it refused
+    /// when full are counted here.
+    pub commit_queue: Option<Arc<metrics::QueueStats>>,
 }
 
 impl Context {
     /// A context with fixed accounts and ACL.
     pub fn new(storage: Arc<dyn Storage>, access: Access) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let commit_queue = storage.write_queue().map(|queue| {
+            let stats =
+                metrics::QueueStats::with_depth("commit", &[], queue.capacity, queue.digests);
+            metrics.add_queue(Arc::clone(&stats));
+            stats
+        });
         Self {
             storage,
             access: RwLock::new(Arc::new(access)),
             access_files: None,
             forward: None,
-            metrics: Arc::default(),
+            metrics,
             limiter: None,
             replay: replay::ReplayCache::default(),
             repeats: crate::logging::Repeats::default(),
+            commit_queue,
         }
     }
 

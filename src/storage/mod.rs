@@ -91,6 +91,19 @@ pub trait Storage: Send + Sync {
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         None
     }
+
+    /// The engine's queue of writes waiting for their commit, when it has
+    /// one (SQLite's group commit).
+    fn write_queue(&self) -> Option<WriteQueue> {
+        None
+    }
+}
+
+/// A bounded queue of writes: how many digests wait in it, and how many
+/// it takes before it refuses writes with [`StorageError::QueueFull`].
+pub struct WriteQueue {
+    pub digests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub capacity: usize,
 }
 
 /// An engine in a local file, called from the caller's thread.
@@ -307,6 +320,8 @@ pub enum StorageError {
     ReadOnlyFilesystem(std::path::PathBuf),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("the commit queue is full ({capacity} digests)")]
+    QueueFull { capacity: usize },
     #[error("the {engine} server did not answer within {timeout_ms} ms")]
     Timeout {
         engine: &'static str,

@@ -15,10 +15,17 @@
 //! connections and, thanks to WAL, never wait for the writer. A thread of
 //! its own copies the WAL back into the database file ([`checkpoint_loop`])
 //! and follows the file when it is removed or replaced ([`file`]).
+//!
+//! The queue is bounded ([`MAX_PENDING_DIGESTS`]): past it, a report or
+//! whitelist is refused at once with [`StorageError::QueueFull`] (pyzord
+//! answers it with Code 500) instead of waiting, so that a flood of
+//! reports neither grows memory without end nor stops the reads.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -28,7 +35,7 @@ use file::{Database, FileState};
 
 use super::{
     CommitHooks, Durability, Kind, LocalStorage, LocalWrite, Page, Record, Storage, StorageError,
-    StorageFuture, now_secs,
+    StorageFuture, WriteQueue, now_secs,
 };
 
 mod file;
@@ -39,6 +46,13 @@ pub const DEFAULT_FILE_NAME: &str = "pyzord.sqlite";
 
 /// How many queued writes one transaction takes at most.
 const MAX_WRITES_PER_COMMIT: usize = 4096;
+
+/// How many reported or whitelisted digests may wait for their commit; a
+/// report or whitelist that would go past it is refused
+/// ([`StorageError::QueueFull`]). About one second of commits here (27 µs
+/// a report, see the README's benchmarks) and a few tens of MB with the
+/// answers waiting beside them; bulk loads and cleanups are never refused.
+pub const MAX_PENDING_DIGESTS: usize = 32_768;
 
 /// The size in bytes a WAL file is cut back to when it starts over.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
@@ -108,13 +122,50 @@ struct Writer {
     /// The checkpoint thread's failures to open the file back, folded.
     repeats: Repeats,
     queue: Mutex<Queue>,
+    /// The digests of the reports and whitelists queued, for the metrics
+    /// (kept with the queue locked).
+    pending_digests: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
 struct Queue {
     pending: Vec<Queued>,
+    /// The digests of the reports and whitelists in `pending`.
+    digests: usize,
     /// A committer is at work: it will take what is pending.
     committing: bool,
+    /// Writes refused in the current episode of a full queue, and when
+    /// the last was: one log line when it begins and one when it ends,
+    /// not one per write.
+    refused: u64,
+    last_refused: Option<Instant>,
+}
+
+/// How long a full queue must have refused nothing before a write it
+/// takes ends the episode (under a steady flood it has room for a moment
+/// after every commit, which is not an end worth a log line).
+const QUIET_AFTER_FULL: Duration = Duration::from_secs(5);
+
+impl Write {
+    /// The digests this write adds to the queue's bound; bulk loads and
+    /// cleanups count for none, so they are never refused.
+    fn bounded_digests(&self) -> usize {
+        match self {
+            Write::Increment(_, digests) => digests.len().max(1),
+            Write::Put(_) | Write::Cleanup(_) => 0,
+        }
+    }
+}
+
+/// What [`Writer::enqueue`] did.
+struct Enqueued {
+    /// The caller is now the committer.
+    committer: bool,
+    /// Writes refused because the queue was full, to be told so.
+    refused: Vec<Queued>,
+    /// The queue filled up (`Some(0)`) or had room again after refusing
+    /// this many writes: the one log line of the episode.
+    episode: Option<u64>,
 }
 
 /// A lock whose holder cannot have left the data half-changed (every
@@ -126,12 +177,74 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Writer {
-    /// Queues `writes`. Returns whether the caller is now the committer,
-    /// who must call [`Writer::commit_pending`].
-    fn enqueue(&self, writes: impl IntoIterator<Item = Queued>) -> bool {
+    /// Queues `writes`, refusing those past [`MAX_PENDING_DIGESTS`]: they
+    /// are told [`StorageError::QueueFull`] before this returns (and then
+    /// `hooks` told, so that their answers go out). Returns whether the
+    /// caller is now the committer, who must call
+    /// [`Writer::commit_pending`].
+    fn admit(&self, writes: impl IntoIterator<Item = Queued>, hooks: &dyn CommitHooks) -> bool {
+        let enqueued = self.enqueue(writes);
+        match enqueued.episode {
+            Some(0) => tracing::warn!(
+                capacity = MAX_PENDING_DIGESTS,
+                "the sqlite commit queue is full: reports and whitelists are answered with \
+                 Code 500 until it has room"
+            ),
+            Some(refused) => {
+                tracing::warn!(refused, "the sqlite commit queue has room again")
+            }
+            None => {}
+        }
+        if !enqueued.refused.is_empty() {
+            for queued in enqueued.refused {
+                (queued.done)(Err(StorageError::QueueFull {
+                    capacity: MAX_PENDING_DIGESTS,
+                }));
+            }
+            hooks.told();
+        }
+        enqueued.committer
+    }
+
+    fn enqueue(&self, writes: impl IntoIterator<Item = Queued>) -> Enqueued {
         let mut queue = lock(&self.queue);
-        queue.pending.extend(writes);
-        !std::mem::replace(&mut queue.committing, true)
+        let mut refused = Vec::new();
+        let mut episode = None;
+        for queued in writes {
+            let digests = queued.write.bounded_digests();
+            if digests > 0 && queue.digests + digests > MAX_PENDING_DIGESTS {
+                if queue.refused == 0 {
+                    episode = Some(0);
+                }
+                queue.refused += 1;
+                queue.last_refused = Some(Instant::now());
+                refused.push(queued);
+                continue;
+            }
+            if queue
+                .last_refused
+                .is_some_and(|last| last.elapsed() >= QUIET_AFTER_FULL)
+            {
+                queue.last_refused = None;
+                episode = Some(std::mem::take(&mut queue.refused));
+            }
+            queue.digests += digests;
+            queue.pending.push(queued);
+        }
+        self.pending_digests.store(queue.digests, Ordering::Relaxed);
+        let committer = !std::mem::replace(&mut queue.committing, true);
+        Enqueued {
+            committer,
+            refused,
+            episode,
+        }
+    }
+
+    /// Takes every queued write.
+    fn take_pending(&self, queue: &mut Queue) -> Vec<Queued> {
+        queue.digests = 0;
+        self.pending_digests.store(0, Ordering::Relaxed);
+        std::mem::take(&mut queue.pending)
     }
 
     /// The committer's work: commits everything queued, round after round,
@@ -148,7 +261,7 @@ impl Writer {
                     queue.committing = false;
                     return;
                 }
-                std::mem::take(&mut queue.pending)
+                self.take_pending(&mut queue)
             };
             hooks.committing();
             let outcomes = {
@@ -203,6 +316,7 @@ impl SqliteStorage {
             file: FileState::default(),
             repeats: Repeats::default(),
             queue: Mutex::default(),
+            pending_digests: Arc::default(),
         });
         let token = Arc::downgrade(&writer);
         thread::Builder::new()
@@ -254,7 +368,7 @@ impl SqliteStorage {
     /// join its transaction.
     async fn write(&self, write: Write) -> Result<u64, StorageError> {
         let (reply, answer) = oneshot::channel();
-        if self.writer.enqueue([Queued::reply(write, reply)]) {
+        if self.writer.admit([Queued::reply(write, reply)], &()) {
             let committer = Committer(&self.writer);
             tokio::task::yield_now().await;
             drop(committer);
@@ -267,7 +381,7 @@ impl SqliteStorage {
         let (reply, answer) = oneshot::channel();
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
-            if writer.enqueue([Queued::reply(write, reply)]) {
+            if writer.admit([Queued::reply(write, reply)], &()) {
                 writer.commit_pending(&());
             }
         })
@@ -325,7 +439,7 @@ impl LocalStorage for SqliteStorage {
             write: Write::Increment(write.kind, write.digests),
             done: Box::new(move |outcome| (write.done)(outcome.map(|_| ()))),
         });
-        if self.writer.enqueue(queued) {
+        if self.writer.admit(queued, hooks) {
             self.writer.commit_pending(hooks);
         }
     }
@@ -386,6 +500,13 @@ impl Storage for SqliteStorage {
 
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         Some(self)
+    }
+
+    fn write_queue(&self) -> Option<WriteQueue> {
+        Some(WriteQueue {
+            digests: Arc::clone(&self.writer.pending_digests),
+            capacity: MAX_PENDING_DIGESTS,
+        })
     }
 }
 
@@ -662,6 +783,64 @@ mod tests {
         let (rest, last) = storage.scan(next, 3).await.expect("scan");
         assert_eq!((rest.len(), last), (2, None));
         assert_eq!(storage.cleanup(60).await.expect("cleanup"), 5);
+    }
+
+    #[test]
+    fn a_full_commit_queue_refuses_writes_until_its_commit() {
+        let storage = SqliteStorage::open(&temp_path("bound")).expect("open");
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let write = |index: usize, digests: usize| {
+            let outcomes = Arc::clone(&outcomes);
+            let digests = (0..digests)
+                .map(|n| format!("{index:020}{n:020}"))
+                .collect();
+            Queued {
+                write: Write::Increment(Kind::Report, digests),
+                done: Box::new(move |outcome| lock(&outcomes).push((index, outcome))),
+            }
+        };
+        let pending = || {
+            storage
+                .write_queue()
+                .expect("a queue")
+                .digests
+                .load(Ordering::Relaxed)
+        };
+        // Nobody commits: the first caller is the committer and waits.
+        let per_write = 256;
+        let fitting = MAX_PENDING_DIGESTS / per_write;
+        assert!(
+            storage
+                .writer
+                .admit((0..fitting).map(|i| write(i, per_write)), &())
+        );
+        assert_eq!(pending(), MAX_PENDING_DIGESTS);
+        // A cleanup is never refused; a report past the bound is, at once.
+        let cleanup = Queued {
+            write: Write::Cleanup(0),
+            done: Box::new(|_| {}),
+        };
+        assert!(!storage.writer.admit([write(fitting, 1), cleanup], &()));
+        let refused: Vec<_> = lock(&outcomes).drain(..).collect();
+        assert_eq!(refused.len(), 1);
+        assert!(matches!(
+            refused[0],
+            (index, Err(StorageError::QueueFull { capacity: MAX_PENDING_DIGESTS })) if index == fitting
+        ));
+        storage.writer.commit_pending(&());
+        assert_eq!(lock(&outcomes).len(), fitting);
+        assert!(lock(&outcomes).iter().all(|(_, outcome)| outcome.is_ok()));
+        assert_eq!(pending(), 0);
+        let count: i64 = storage
+            .read(|connection| {
+                connection.query_row("SELECT COUNT(*) FROM digests", [], |row| row.get(0))
+            })
+            .expect("count");
+        assert_eq!(count as usize, fitting * per_write);
+        // Room again.
+        assert!(storage.writer.admit([write(fitting + 1, 1)], &()));
+        storage.writer.commit_pending(&());
+        assert!(matches!(lock(&outcomes).last(), Some((_, Ok(0)))));
     }
 
     #[test]

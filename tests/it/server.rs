@@ -554,30 +554,6 @@ fn bad_datagrams_never_stop_the_server_nor_write() {
     assert_eq!(count, 0);
 }
 
-/// Our pyzord as a child process on SQLite in `home`, answering.
-fn start_child_pyzord(home: &Path) -> (crate::server_util::ChildGuard, SocketAddr) {
-    let port = crate::server_util::free_port(true);
-    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
-        .args(["pyzord", "--homedir"])
-        .arg(home)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start our pyzord");
-    let child = crate::server_util::ChildGuard(child);
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    crate::server_util::wait_for("our pyzord", Duration::from_secs(20), || {
-        ask(
-            address,
-            b"Op: ping\nThread: 1\nPV: 2.1\n\n",
-            Duration::from_millis(200),
-        )
-        .is_some()
-    });
-    (child, address)
-}
-
 /// Eight clients reporting `each` new digests one after the other, for
 /// `length` at most or until the server stops answering; each returns the
 /// digests acknowledged with Code 200.
@@ -626,7 +602,7 @@ fn stream_reports(
 fn acknowledged_reports_survive(signal: libc::c_int) -> std::process::ExitStatus {
     use std::collections::HashSet;
     let home = temp_dir();
-    let (mut child, address) = start_child_pyzord(home.path());
+    let (mut child, address) = crate::server_util::start_child_pyzord(home.path(), &[]);
     let senders = stream_reports(address, u64::MAX, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: kill only sends a signal to the child we started.
@@ -675,7 +651,7 @@ fn the_wal_stays_bounded_under_a_stream_of_reports() {
     // WAL grew by hundreds of MB in seconds before the checkpoint thread
     // took the writer for the last frames.
     let home = temp_dir();
-    let (_child, address) = start_child_pyzord(home.path());
+    let (_child, address) = crate::server_util::start_child_pyzord(home.path(), &[]);
     let acknowledged: usize = stream_reports(address, 8_000, Duration::from_secs(60))
         .into_iter()
         .map(|sender| sender.join().expect("sender").len())

@@ -5,7 +5,6 @@
 //! same datagrams; what we do differently on purpose is asserted against
 //! its answer.
 
-use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::server::{KEY, USER, now, pyzor_client, signed};
 use crate::server_util::{
-    ChildGuard, OurServer, PythonPyzord, TempDir, ask, free_port, temp_dir, wait_for,
+    ChildGuard, OurServer, PythonPyzord, TempDir, ask, free_port, metric_sums, temp_dir, wait_for,
 };
 use crate::util::{our_binary, pseudo_random_bytes};
 use pyzor_milter::server::Context;
@@ -116,18 +115,7 @@ impl OurPyzord {
 
     /// The sums of the metric lines that start with each prefix.
     fn metrics<const N: usize>(&self, prefixes: [&str; N]) -> [u64; N] {
-        let mut stream = std::net::TcpStream::connect(self.metrics).expect("metrics");
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-            .expect("ask");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("metrics text");
-        prefixes.map(|prefix| {
-            text.lines()
-                .filter(|line| line.starts_with(prefix))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        })
+        metric_sums(self.metrics, prefixes)
     }
 
     fn metric(&self, prefix: &str) -> u64 {

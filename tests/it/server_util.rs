@@ -80,6 +80,18 @@ pub fn temp_dir() -> TempDir {
     TempDir(path)
 }
 
+/// A fresh homedir whose pyzord.access lets anonymous users do
+/// everything.
+pub fn open_homedir() -> TempDir {
+    let home = temp_dir();
+    std::fs::write(
+        home.path().join("pyzord.access"),
+        "all : anonymous : allow\n",
+    )
+    .expect("access");
+    home
+}
+
 /// A port that was free a moment ago (UDP or TCP as asked).
 pub fn free_port(udp: bool) -> u16 {
     if udp {
@@ -121,6 +133,50 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Our pyzord as a child process on SQLite in `home` with `extra`
+/// arguments, answering.
+pub fn start_child_pyzord(home: &Path, extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    let port = free_port(true);
+    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
+        .args(["pyzord", "--homedir"])
+        .arg(home)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start our pyzord");
+    let child = ChildGuard(child);
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    wait_for("our pyzord", Duration::from_secs(20), || {
+        ask(
+            address,
+            b"Op: ping\nThread: 1\nPV: 2.1\n\n",
+            Duration::from_millis(200),
+        )
+        .is_some()
+    });
+    (child, address)
+}
+
+/// The sums of the metric lines that start with each prefix, scraped from
+/// pyzord's metrics listener at `address`.
+pub fn metric_sums<const N: usize>(address: SocketAddr, prefixes: [&str; N]) -> [u64; N] {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("ask");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("metrics text");
+    prefixes.map(|prefix| {
+        text.lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    })
 }
 
 /// Python pyzord on 127.0.0.1 with its homedir and extra arguments.

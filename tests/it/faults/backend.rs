@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pyzor_milter::storage::{BACKEND_TIMEOUT, EngineName};
 
 use super::{code_of, exchange};
-use crate::server_util::{Mariadb, OurServer, RedisServer, TempDir, temp_dir};
+use crate::server_util::{Mariadb, OurServer, RedisServer, open_homedir, temp_dir};
 
 /// Requests sent at once, each by its own sender.
 const SENDERS: u64 = 8;
@@ -32,17 +32,6 @@ pub(super) struct Sent {
     pub(super) digest: String,
     pub(super) code: Option<u16>,
     pub(super) latency: Duration,
-}
-
-/// A homedir whose ACL lets anonymous users report.
-pub(super) fn open_homedir() -> TempDir {
-    let home = temp_dir();
-    std::fs::write(
-        home.path().join("pyzord.access"),
-        "all : anonymous : allow\n",
-    )
-    .expect("access");
-    home
 }
 
 /// Senders reporting a new digest each, one request at a time, until

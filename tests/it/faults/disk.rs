@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use pyzor_milter::storage::{Durability, EngineName, OpenOptions};
 
-use super::backend::{open_homedir, report_stream, stop_stream};
+use super::backend::{report_stream, stop_stream};
 use super::{code_of, exchange};
-use crate::server_util::{OurServer, temp_dir};
+use crate::server_util::{OurServer, open_homedir, temp_dir};
 
 /// How soon a fault must show as Code 500 (a full disk first fills the
 /// WAL's room) and how soon reports must be taken again after it ends.

@@ -38,7 +38,7 @@ const ROUNDS: usize = 2;
 const SLACK_BYTES: u64 = 32 << 20;
 
 /// The resident set size of a process, in bytes (VmRSS of /proc).
-fn rss_bytes(pid: u32) -> u64 {
+pub(super) fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     let kilobytes: u64 = status
         .lines()

@@ -1,12 +1,14 @@
 //! Faults under load: Redis and MariaDB killed and restarted under our
 //! pyzord ([`backend`]), every Pyzor server dead or answering garbage under
-//! the milter ([`milter`]), and the milter's memory per connection against
-//! `max_message_size` ([`memory`]), and pyzord's SQLite file on a disk
-//! that fills, a filesystem that turns read-only, or removed ([`disk`]). The peers are real processes started,
-//! killed and restarted by the tests on 127.0.0.1.
+//! the milter ([`milter`]), the milter's memory per connection against
+//! `max_message_size` ([`memory`]), pyzord's memory under floods
+//! ([`flood`]), and pyzord's SQLite file on a disk that fills, a
+//! filesystem that turns read-only, or removed ([`disk`]). The peers are
+//! real processes started, killed and restarted by the tests on 127.0.0.1.
 
 mod backend;
 mod disk;
+mod flood;
 mod memory;
 mod milter;
 

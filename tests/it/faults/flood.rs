@@ -1,0 +1,367 @@
+//! Floods against our pyzord as a child process: valid anonymous reports
+//! with new digests sent as fast as the senders can, without waiting for
+//! the answers, and 256-digest checks with the usage log on a FIFO that
+//! the test drains at 1 MB/s. Its resident memory, sampled from /proc
+//! throughout, levels off below a stated bound; it answers a check at the
+//! end; and every report it acknowledged with Code 200 is in the database.
+
+use std::collections::HashSet;
+use std::io::Read as _;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::memory::rss_bytes;
+use super::{code_of, exchange};
+use crate::server_util::{ChildGuard, free_port, metric_sums, start_child_pyzord, temp_dir};
+
+/// How long each flood lasts.
+const FLOOD: Duration = Duration::from_secs(20);
+/// Threads sending, each from its own socket.
+const SENDERS: u64 = 2;
+/// The most resident memory pyzord may reach under a flood of reports:
+/// its commit queue (32,768 digests with their answers waiting), SQLite's
+/// page caches, the runtime and slack. Unbounded, it passed 800 MB in 60 s.
+const MAX_REPORT_FLOOD_RSS: u64 = 160 << 20;
+/// The same under checks logged to a slow sink: the log queue (1,024
+/// usage lines of 256 digests each, about 12 MB) and slack. Unbounded, it
+/// passed 1 GB in 15 s.
+const MAX_LOGGED_FLOOD_RSS: u64 = 128 << 20;
+/// How much the peak of the flood's second half may pass its first
+/// half's: a bounded server has reached its level within seconds.
+const LEVEL_SLACK: u64 = 24 << 20;
+/// The commit queue's metrics and bound (`sqlite::MAX_PENDING_DIGESTS`).
+const COMMIT_DEPTH: &str = "pyzord_queue_depth{queue=\"commit\"}";
+const COMMIT_REFUSED: &str = "pyzord_queue_dropped_total{queue=\"commit\",reason=\"full\"}";
+const COMMIT_CAPACITY: u64 = 32_768;
+/// The usage log's queue and its bound in lines.
+const USAGE_DEPTH: &str = "pyzord_queue_depth{queue=\"log\",sink=\"usage\"}";
+const LOG_CAPACITY: u64 = 1024;
+/// How fast the test drains the usage log FIFO.
+const SINK_BYTES_PER_SEC: usize = 1 << 20;
+
+/// Samples a process's RSS, and the depth of one of its queues from its
+/// metrics, every 100 ms until stopped.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Samples>,
+}
+
+/// The peaks of RSS in the first and the second half of a flood, and of a
+/// queue's depth.
+struct Samples {
+    first_half: u64,
+    second_half: u64,
+    depth: u64,
+}
+
+impl Sampler {
+    fn start(pid: u32, metrics: SocketAddr, queue: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut rss = Vec::new();
+                let mut depth = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    rss.push(rss_bytes(pid));
+                    depth = depth.max(metric_sums(metrics, [queue])[0]);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let half = rss.len() / 2;
+                let peak = |part: &[u64]| part.iter().copied().max().unwrap_or(0);
+                Samples {
+                    first_half: peak(&rss[..half]),
+                    second_half: peak(&rss[half..]),
+                    depth,
+                }
+            })
+        };
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Samples {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
+}
+
+impl Samples {
+    /// RSS stayed under `bound` and stopped rising.
+    fn assert_level(&self, bound: u64) {
+        assert!(self.first_half.max(self.second_half) <= bound);
+        assert!(
+            self.second_half <= self.first_half + LEVEL_SLACK,
+            "RSS still rising"
+        );
+    }
+}
+
+/// Our pyzord in `home` with its metrics on a free port.
+fn start_pyzord(home: &Path) -> (ChildGuard, SocketAddr, SocketAddr) {
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port(false))
+        .parse()
+        .expect("address");
+    let (child, server) = start_child_pyzord(home, &["--metrics-address", &metrics.to_string()]);
+    (child, server, metrics)
+}
+
+/// What one sender saw: datagrams sent, and the answers by code.
+#[derive(Default)]
+struct Seen {
+    sent: u64,
+    /// The numbers of the requests answered with Code 200.
+    acknowledged: Vec<u64>,
+    refused: u64,
+}
+
+/// The digest of request `number`: new for every request.
+fn digest_of(number: u64) -> String {
+    format!("{number:040x}")
+}
+
+/// `SENDERS` threads sending the datagrams `request(number)` to `server`
+/// for [`FLOOD`] as fast as they can, each with a thread reading its
+/// answers until they stop coming.
+fn flood(server: SocketAddr, request: fn(u64) -> Vec<u8>) -> Seen {
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            std::thread::spawn(move || {
+                let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                let answers = socket.try_clone().expect("clone");
+                let done = Arc::new(AtomicBool::new(false));
+                let reader = {
+                    let done = Arc::clone(&done);
+                    std::thread::spawn(move || read_answers(&answers, &done))
+                };
+                let start = Instant::now();
+                let mut sent = 0;
+                while start.elapsed() < FLOOD {
+                    let number = ((sender + 1) << 48) | sent;
+                    // A full socket buffer drops the datagram, as the
+                    // internet would; the sender goes on.
+                    let _ = socket.send_to(&request(number), server);
+                    sent += 1;
+                }
+                done.store(true, Ordering::Relaxed);
+                let mut seen = reader.join().expect("reader");
+                seen.sent = sent;
+                seen
+            })
+        })
+        .collect();
+    let mut total = Seen::default();
+    for sender in senders {
+        let seen = sender.join().expect("sender");
+        total.sent += seen.sent;
+        total.acknowledged.extend(seen.acknowledged);
+        total.refused += seen.refused;
+    }
+    total
+}
+
+/// Reads answers until `done` is set and none came for 3 s.
+fn read_answers(socket: &UdpSocket, done: &AtomicBool) -> Seen {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut seen = Seen::default();
+    let mut buffer = vec![0u8; 65536];
+    let mut last = Instant::now();
+    loop {
+        match socket.recv_from(&mut buffer) {
+            Ok((length, _)) => {
+                last = Instant::now();
+                let answer = &buffer[..length];
+                let thread = std::str::from_utf8(answer)
+                    .ok()
+                    .and_then(|text| text.lines().find_map(|line| line.strip_prefix("Thread: ")))
+                    .and_then(|thread| thread.trim().parse().ok())
+                    .expect("an answer with our Thread");
+                match code_of(answer) {
+                    Some(200) => seen.acknowledged.push(thread),
+                    Some(500) => seen.refused += 1,
+                    code => panic!("unexpected answer {code:?}"),
+                }
+            }
+            Err(_) if done.load(Ordering::Relaxed) && last.elapsed() > Duration::from_secs(3) => {
+                return seen;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn report(number: u64) -> Vec<u8> {
+    format!(
+        "Op: report\nOp-Digest: {}\nThread: {number}\nPV: 2.1\n\n",
+        digest_of(number)
+    )
+    .into_bytes()
+}
+
+/// A check of 256 digests, the most pyzord takes, short enough for the
+/// 8,192 bytes it reads of a datagram.
+fn check_256(number: u64) -> Vec<u8> {
+    let mut request = format!("Op: check\nThread: {number}\nPV: 2.1\n");
+    for index in 0..256 {
+        request.push_str(&format!("Op-Digest: {:016x}\n", number ^ index));
+    }
+    request.push('\n');
+    request.into_bytes()
+}
+
+/// Asks `server` for the counts of `digest`; the whole answer.
+fn check(server: SocketAddr, digest: &str) -> Vec<u8> {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let request = format!("Op: check\nOp-Digest: {digest}\nThread: 9\nPV: 2.1\n\n");
+    let (answer, _) = exchange(&socket, server, request.as_bytes(), 9);
+    answer.expect("pyzord answers a check after the flood")
+}
+
+/// Stops pyzord with SIGTERM and waits for it.
+fn stop(mut child: ChildGuard) {
+    // SAFETY: kill only sends a signal to the child we started.
+    let sent = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let status = child.0.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_flood_of_reports_levels_off_and_loses_no_acknowledged_one() {
+    let home = temp_dir();
+    // Every commit waits for its fsync, so that the commits fall behind
+    // the datagrams and the queue fills.
+    std::fs::write(
+        home.path().join("config"),
+        "[server]\nSqliteSynchronous = FULL\n",
+    )
+    .expect("config");
+    let (child, server, metrics) = start_pyzord(home.path());
+    let sampler = Sampler::start(child.0.id(), metrics, COMMIT_DEPTH);
+    let seen = flood(server, report);
+    let samples = sampler.stop();
+    let refused = metric_sums(metrics, [COMMIT_REFUSED])[0];
+    eprintln!(
+        "report flood: {} sent, {} acknowledged, {} refused (500; {refused} counted), commit \
+         queue up to {} digests, RSS peak {} MB in the first half, {} MB in the second (bound \
+         {} MB)",
+        seen.sent,
+        seen.acknowledged.len(),
+        seen.refused,
+        samples.depth,
+        samples.first_half >> 20,
+        samples.second_half >> 20,
+        MAX_REPORT_FLOOD_RSS >> 20
+    );
+    samples.assert_level(MAX_REPORT_FLOOD_RSS);
+    assert!(samples.depth <= COMMIT_CAPACITY);
+    assert!(refused >= seen.refused, "refusals not counted");
+    assert!(!seen.acknowledged.is_empty(), "no report acknowledged");
+    let last = digest_of(*seen.acknowledged.last().expect("one"));
+    let answer = check(server, &last);
+    assert!(answer.starts_with(b"Code: 200\n"), "{answer:?}");
+    assert!(answer.ends_with(b"Count: 1\nWL-Count: 0\n\n"), "{answer:?}");
+    stop(child);
+    let stored = stored_digests(&home.path().join("pyzord.sqlite"));
+    let lost = seen
+        .acknowledged
+        .iter()
+        .filter(|number| !stored.contains(&digest_of(**number)))
+        .count();
+    eprintln!(
+        "{} digests stored, {lost} acknowledged ones missing",
+        stored.len()
+    );
+    assert_eq!(lost, 0, "acknowledged reports missing from the database");
+}
+
+/// Every digest in the SQLite database.
+fn stored_digests(path: &Path) -> HashSet<String> {
+    let connection = rusqlite::Connection::open(path).expect("open the database");
+    let mut statement = connection
+        .prepare("SELECT digest FROM digests")
+        .expect("select");
+    statement
+        .query_map([], |row| row.get(0))
+        .expect("rows")
+        .collect::<rusqlite::Result<_>>()
+        .expect("digests")
+}
+
+/// A FIFO at `path` opened for reading (so that pyzord's open for writing
+/// does not wait), drained at [`SINK_BYTES_PER_SEC`] by a thread until
+/// `stop`; the thread returns how many bytes it read.
+fn slow_sink(path: &Path, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .expect("open the FIFO");
+    std::thread::spawn(move || {
+        let tick = Duration::from_millis(50);
+        let mut buffer = vec![0u8; SINK_BYTES_PER_SEC / 20];
+        let mut total = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let mut want = buffer.len();
+            while want > 0 {
+                match fifo.read(&mut buffer[..want]) {
+                    Ok(0) => break,
+                    Ok(length) => {
+                        want -= length;
+                        total += length as u64;
+                    }
+                    Err(_) => break,
+                }
+            }
+            std::thread::sleep(tick);
+        }
+        total
+    })
+}
+
+#[test]
+fn checks_logged_to_a_slow_sink_level_off() {
+    let home = temp_dir();
+    let usage = home.path().join("usage.fifo");
+    let stop_sink = Arc::new(AtomicBool::new(false));
+    let sink = slow_sink(&usage, Arc::clone(&stop_sink));
+    std::fs::write(
+        home.path().join("config"),
+        format!("[server]\nUsageLogFile = {}\n", usage.display()),
+    )
+    .expect("config");
+    let (child, server, metrics) = start_pyzord(home.path());
+    let sampler = Sampler::start(child.0.id(), metrics, USAGE_DEPTH);
+    let seen = flood(server, check_256);
+    let samples = sampler.stop();
+    let answer = check(server, &digest_of(1));
+    stop_sink.store(true, Ordering::Relaxed);
+    eprintln!(
+        "logged check flood: {} sent, {} answered, usage log queue up to {} lines, RSS peak {} \
+         MB in the first half, {} MB in the second (bound {} MB)",
+        seen.sent,
+        seen.acknowledged.len(),
+        samples.depth,
+        samples.first_half >> 20,
+        samples.second_half >> 20,
+        MAX_LOGGED_FLOOD_RSS >> 20
+    );
+    assert!(answer.starts_with(b"Code: 200\n"), "{answer:?}");
+    samples.assert_level(MAX_LOGGED_FLOOD_RSS);
+    // Lines queued, and one waiting for room on each serving thread.
+    assert!(samples.depth <= LOG_CAPACITY + 8);
+    let drained = sink.join().expect("sink");
+    eprintln!("{drained} bytes of usage log drained");
+    assert!(drained > 0, "nothing reached the usage log");
+    drop(child);
+}
