@@ -343,8 +343,10 @@ impl Machine {
 impl Drop for Machine {
     fn drop(&mut self) {
         // SIGKILL to PID 1 ends its namespace, every process in it and so
-        // its mounts; cgroup.kill catches whatever had not died yet.
-        if self.pid != 0 {
+        // its mounts; cgroup.kill catches whatever had not died yet. The
+        // PID is systemd's only while its parent, not yet waited for, is
+        // the boot process.
+        if self.pid != 0 && parent_pid(self.pid) == Some(self.boot.id()) {
             // SAFETY: kill(2) with a PID and a signal number.
             unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
         }
@@ -353,6 +355,14 @@ impl Drop for Machine {
         let _ = self.boot.wait();
         remove_cgroup(&self.cgroup);
     }
+}
+
+/// A process's parent, from /proc/PID/stat (its fourth field, after the
+/// command name in parentheses).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Removes a cgroup and those systemd made under it, deepest first, as
