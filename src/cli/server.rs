@@ -498,10 +498,14 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         config.passwd_file.clone(),
         config.access_file.clone(),
     )?;
-    if let Some(dir) = &config.forward_client_homedir {
-        let client = forward_client(dir)?;
-        context.forward = Some(forwarder::start(client));
-    }
+    let forwarder = match &config.forward_client_homedir {
+        Some(dir) => {
+            let forwarder = forwarder::Forwarder::start(&forward_client(dir)?, &context.metrics);
+            context.forward = Some(forwarder.sink());
+            Some(forwarder)
+        }
+        None => None,
+    };
     context.limiter = config.rate_limit.map(server::limits::RateLimiter::new);
     if let Some(limit) = config.rate_limit {
         tracing::info!(
@@ -541,9 +545,12 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
         tokio::spawn(metrics::log_every(Arc::clone(&context.metrics), period));
     }
     super::notify::ready();
-    server::run(socket, context, shutdown_signal()?)
-        .await
-        .context("stopped serving")?;
+    let served = server::run(socket, context, shutdown_signal()?).await;
+    // What was acknowledged and queued for upstream goes out either way.
+    if let Some(forwarder) = forwarder {
+        forwarder.finish(forwarder::SHUTDOWN_FLUSH).await;
+    }
+    served.context("stopped serving")?;
     tracing::info!("server shutdown");
     Ok(())
 }

@@ -9,6 +9,7 @@ mod client_util;
 mod digest;
 mod digest_fuzz;
 mod faults;
+mod forwarding;
 mod milter;
 mod packaging;
 mod reload;

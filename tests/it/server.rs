@@ -665,66 +665,6 @@ fn the_wal_stays_bounded_under_a_stream_of_reports() {
     assert!(wal < 96 << 20, "the WAL grew to {wal} bytes");
 }
 
-#[test]
-fn reports_and_whitelists_are_forwarded_to_python_pyzord() {
-    let upstream_home = temp_dir();
-    std::fs::write(
-        upstream_home.path().join("pyzord.access"),
-        "all : anonymous : allow\n",
-    )
-    .expect("access");
-    let upstream = PythonPyzord::start(upstream_home.path(), &[], &[]);
-    let client_home = temp_dir();
-    std::fs::write(
-        client_home.path().join("servers"),
-        format!("{}\n", upstream.address),
-    )
-    .expect("servers");
-    let home = temp_dir();
-    std::fs::write(
-        home.path().join("pyzord.access"),
-        "all : anonymous : allow\n",
-    )
-    .expect("acl");
-    let port = crate::server_util::free_port(true);
-    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
-        .args(["pyzord", "--homedir"])
-        .arg(home.path())
-        .args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "--forward-client-homedir",
-        ])
-        .arg(client_home.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start our pyzord");
-    let _child = crate::server_util::ChildGuard(child);
-    let ours: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    crate::server_util::wait_for("our pyzord", Duration::from_secs(20), || {
-        ask(
-            ours,
-            b"Op: ping\nThread: 1\nPV: 2.1\n\n",
-            Duration::from_millis(200),
-        )
-        .is_some()
-    });
-    let digest = "f".repeat(40);
-    for (op, thread) in [("report", 2), ("report", 3), ("whitelist", 4)] {
-        let request = format!("Op: {op}\nOp-Digest: {digest}\nThread: {thread}\nPV: 2.1\n\n");
-        let answer = ask(ours, request.as_bytes(), WAIT).expect("an answer");
-        assert!(answer.starts_with(b"Code: 200\n"));
-    }
-    let check = format!("Op: check\nOp-Digest: {digest}\nThread: 5\nPV: 2.1\n\n");
-    let expected = b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 5\nCount: 2\nWL-Count: 1\n\n".to_vec();
-    crate::server_util::wait_for("forwarded counts", Duration::from_secs(15), || {
-        ask(upstream.address, check.as_bytes(), WAIT).as_ref() == Some(&expected)
-    });
-}
-
 /// Runs our binary with these arguments and returns (exit code, stdout,
 /// stderr).
 fn run_ours(args: &[&str]) -> (i32, String, String) {

@@ -215,6 +215,11 @@ impl PythonPyzord {
             _child: child,
         }
     }
+
+    /// The process id, to signal it.
+    pub fn pid(&self) -> u32 {
+        self._child.0.id()
+    }
 }
 
 /// Our server, in-process on its own runtime and port 0.
