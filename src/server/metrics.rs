@@ -303,7 +303,8 @@ impl Metrics {
         out.push_str(
             "# HELP pyzord_queue_depth Items waiting in a bounded queue (commit: reports and \
              whitelists for the next SQLite transaction; log: lines for a log file; forward: \
-             digests for one upstream server).\n",
+             digests for one upstream server; requests: requests to Redis or MySQL in the \
+             works).\n",
         );
         out.push_str("# TYPE pyzord_queue_depth gauge\n");
         for queue in &queues {

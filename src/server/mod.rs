@@ -36,7 +36,9 @@ use access::Access;
 use message::{MAX_DATAGRAM, Message};
 use metrics::Metrics;
 
-/// How many requests may be in the works at once; more wait in the socket.
+/// How many requests to a networked engine may be in the works at once;
+/// more wait in the socket's buffer (the kernel drops from it when full).
+/// Exported as the `requests` queue.
 const MAX_IN_FLIGHT: u32 = 1024;
 
 /// Why [`run`] stopped serving before its shutdown.
@@ -203,6 +205,8 @@ pub async fn run(
     }
     let socket = Arc::new(socket);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
+    let requests = metrics::QueueStats::new("requests", &[], MAX_IN_FLIGHT as usize);
+    context.metrics.add_queue(Arc::clone(&requests));
     let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut receivers = tokio::task::JoinSet::new();
     for _ in 0..loops {
@@ -210,6 +214,7 @@ pub async fn run(
             Arc::clone(&socket),
             Arc::clone(&context),
             Arc::clone(&in_flight),
+            Arc::clone(&requests),
         ));
     }
     let ended = tokio::select! {
@@ -267,6 +272,7 @@ async fn receive_loop(
     socket: Arc<UdpSocket>,
     context: Arc<Context>,
     in_flight: Arc<Semaphore>,
+    requests: Arc<metrics::QueueStats>,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -284,6 +290,7 @@ async fn receive_loop(
             }
         };
         let received = Instant::now();
+        let request_in_flight = InFlight::new(permit, &requests);
         if let Some(limiter) = &context.limiter
             && !limiter.admit_logged(peer, received, &context.metrics)
         {
@@ -294,8 +301,31 @@ async fn receive_loop(
         let context = Arc::clone(&context);
         tokio::spawn(async move {
             respond(&socket, &request, peer, &context, received).await;
-            drop(permit);
+            drop(request_in_flight);
         });
+    }
+}
+
+/// A request in the works: it holds its permit, and counts in the
+/// `requests` queue, until dropped.
+struct InFlight {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    requests: Arc<metrics::QueueStats>,
+}
+
+impl InFlight {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, requests: &Arc<metrics::QueueStats>) -> Self {
+        requests.moved(1, 0);
+        Self {
+            _permit: permit,
+            requests: Arc::clone(requests),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.requests.moved(0, 1);
     }
 }
 
