@@ -4,6 +4,9 @@
 //! the test drains at 1 MB/s. Its resident memory, sampled from /proc
 //! throughout, levels off below a stated bound; it answers a check at the
 //! end; and every report it acknowledged with Code 200 is in the database.
+//! With the commits held back by another connection's write lock, the
+//! commit queue fills: reports past it are answered 500 at once, checks go
+//! on being answered, and what was acknowledged is stored.
 
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -125,9 +128,9 @@ fn digest_of(number: u64) -> String {
 }
 
 /// `SENDERS` threads sending the datagrams `request(number)` to `server`
-/// for [`FLOOD`] as fast as they can, each with a thread reading its
+/// for `length` as fast as they can, each with a thread reading its
 /// answers until they stop coming.
-fn flood(server: SocketAddr, request: fn(u64) -> Vec<u8>) -> Seen {
+fn flood(server: SocketAddr, request: fn(u64) -> Vec<u8>, length: Duration) -> Seen {
     let senders: Vec<_> = (0..SENDERS)
         .map(|sender| {
             std::thread::spawn(move || {
@@ -140,7 +143,7 @@ fn flood(server: SocketAddr, request: fn(u64) -> Vec<u8>) -> Seen {
                 };
                 let start = Instant::now();
                 let mut sent = 0;
-                while start.elapsed() < FLOOD {
+                while start.elapsed() < length {
                     let number = ((sender + 1) << 48) | sent;
                     // A full socket buffer drops the datagram, as the
                     // internet would; the sender goes on.
@@ -244,7 +247,7 @@ fn a_flood_of_reports_levels_off_and_loses_no_acknowledged_one() {
     .expect("config");
     let (child, server, metrics) = start_pyzord(home.path());
     let sampler = Sampler::start(child.0.id(), metrics, COMMIT_DEPTH);
-    let seen = flood(server, report);
+    let seen = flood(server, report, FLOOD);
     let samples = sampler.stop();
     let refused = metric_sums(metrics, [COMMIT_REFUSED])[0];
     eprintln!(
@@ -279,6 +282,80 @@ fn a_flood_of_reports_levels_off_and_loses_no_acknowledged_one() {
         stored.len()
     );
     assert_eq!(lost, 0, "acknowledged reports missing from the database");
+}
+
+/// How long the test holds SQLite's write lock: within the 5 s pyzord's
+/// commits wait for a lock (`BUSY_TIMEOUT_MS`).
+const LOCK_HELD: Duration = Duration::from_secs(4);
+
+#[test]
+fn a_full_commit_queue_answers_500_and_checks_go_on() {
+    let home = temp_dir();
+    let (child, server, metrics) = start_pyzord(home.path());
+    // Another process's write transaction (a backup, an sqlite3 shell)
+    // holds the commits back while the reports pour in.
+    let database = home.path().join("pyzord.sqlite");
+    let holder = rusqlite::Connection::open(&database).expect("open the database");
+    holder
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let flooding = std::thread::spawn(move || flood(server, report, LOCK_HELD * 2));
+    let start = Instant::now();
+    let mut checks = 0;
+    let mut resent = 0;
+    while start.elapsed() < LOCK_HELD {
+        let (answer, sends) = check_resending(server, checks);
+        assert_eq!(code_of(&answer), Some(200));
+        checks += 1;
+        resent += sends - 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let full = metric_sums(metrics, [COMMIT_DEPTH])[0];
+    holder.execute_batch("ROLLBACK").expect("let the lock go");
+    let seen = flooding.join().expect("flood");
+    let refused = metric_sums(metrics, [COMMIT_REFUSED])[0];
+    eprintln!(
+        "locked database: {} reports sent, {} acknowledged, {} answered 500 ({refused} refused \
+         by the full queue, {full} digests queued at the end of the lock), {checks} checks \
+         answered meanwhile ({resent} sent again after the kernel dropped them)",
+        seen.sent,
+        seen.acknowledged.len(),
+        seen.refused,
+    );
+    assert!(refused > 0, "the commit queue never filled");
+    assert!(full <= COMMIT_CAPACITY);
+    assert!(seen.refused > 0, "no report was answered 500");
+    stop(child);
+    let stored = stored_digests(&database);
+    assert!(
+        seen.acknowledged
+            .iter()
+            .all(|number| stored.contains(&digest_of(*number))),
+        "acknowledged reports missing from the database"
+    );
+}
+
+/// A check sent again every 250 ms until answered, for 5 s at most (the
+/// flood overflows pyzord's socket buffer, where the kernel drops any
+/// datagram, a check as well as a report); the answer and how many sends
+/// it took.
+fn check_resending(server: SocketAddr, thread: u64) -> (Vec<u8>, u32) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .expect("timeout");
+    let request = format!(
+        "Op: check\nOp-Digest: {}\nThread: {thread}\nPV: 2.1\n\n",
+        digest_of(1)
+    );
+    let mut buffer = vec![0u8; 65536];
+    for sends in 1..=20 {
+        socket.send_to(request.as_bytes(), server).expect("send");
+        if let Ok((length, _)) = socket.recv_from(&mut buffer) {
+            return (buffer[..length].to_vec(), sends);
+        }
+    }
+    panic!("a check unanswered for 5 s while the commits wait");
 }
 
 /// Every digest in the SQLite database.
@@ -342,7 +419,7 @@ fn checks_logged_to_a_slow_sink_level_off() {
     .expect("config");
     let (child, server, metrics) = start_pyzord(home.path());
     let sampler = Sampler::start(child.0.id(), metrics, USAGE_DEPTH);
-    let seen = flood(server, check_256);
+    let seen = flood(server, check_256, FLOOD);
     let samples = sampler.stop();
     let answer = check(server, &digest_of(1));
     stop_sink.store(true, Ordering::Relaxed);
