@@ -13,7 +13,7 @@
 //! and cleanup go through a blocking thread, so a long one keeps the
 //! reports queued, never a runtime thread blocked. Reads use their own
 //! connections and, thanks to WAL, never wait for the writer. A thread of
-//! its own copies the WAL back into the database file ([`checkpoint_loop`])
+//! its own copies the WAL back into the database file ([`checkpoint`])
 //! and follows the file when it is removed or replaced ([`file`]).
 //!
 //! The queue is bounded ([`MAX_PENDING_DIGESTS`]): past it, a report or
@@ -23,14 +23,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use crate::logging::{Chain, Repeats};
+use crate::logging::Repeats;
+use checkpoint::checkpoint_loop;
 use file::{Database, FileState};
 
 use super::{
@@ -38,6 +39,7 @@ use super::{
     StorageFuture, WriteQueue, now_secs,
 };
 
+mod checkpoint;
 mod file;
 
 /// The file our default engine uses in the homedir. It differs from
@@ -510,108 +512,6 @@ impl Storage for SqliteStorage {
     }
 }
 
-/// At most how many frames the checkpoint copies with the writer held:
-/// until the reports committed meanwhile are this few, it copies them
-/// beside the writer again (at most [`MAX_CHECKPOINT_PASSES`] times).
-const HELD_CHECKPOINT_FRAMES: i64 = 256;
-
-/// How many checkpoint passes run beside the writer before the held one.
-const MAX_CHECKPOINT_PASSES: usize = 8;
-
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Copies the WAL into the database file in the background until the
-/// storage is dropped.
-///
-/// A checkpoint that runs while reports commit never catches up with the
-/// end of the WAL, and SQLite starts the WAL over only after a checkpoint
-/// copied all of it: under a steady stream of reports it would grow without
-/// end (1.3 GB in 8 s here), each commit extending the file. So the bulk is
-/// copied beside the writer (PASSIVE: it blocks neither the writer nor the
-/// readers), then the few frames committed meanwhile with the writer held,
-/// which lets the next commit start the WAL over. Readers never wait.
-fn checkpoint_loop(connection: Connection, writer: Weak<Writer>) {
-    let mut connection = Some(connection);
-    let mut generation = 0;
-    loop {
-        thread::sleep(CHECKPOINT_PERIOD);
-        let Some(writer) = writer.upgrade() else {
-            break;
-        };
-        if !follow_file(&writer, &mut connection, &mut generation) {
-            continue;
-        }
-        let Some(connection) = &connection else {
-            continue;
-        };
-        if let Err(error) = checkpoint_wal(connection, &writer) {
-            tracing::debug!(%error, "wal checkpoint failed");
-        }
-    }
-    if let Some(connection) = connection {
-        let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-    }
-}
-
-/// The checkpoint thread's look at the file ([`file`]): notices that it
-/// went, drops its own connection to it, and opens the one back at the
-/// path. Returns whether there is a file to checkpoint.
-fn follow_file(writer: &Writer, connection: &mut Option<Connection>, generation: &mut u64) -> bool {
-    let mut database = lock(&writer.connection);
-    let present = database.still_at_path(&writer.file);
-    if *generation != writer.file.generation() {
-        // Its connection is to a file that went.
-        *connection = None;
-    }
-    if !present {
-        match database.reopen(&writer.file) {
-            Ok(true) => {}
-            Ok(false) => return false,
-            Err(error) => {
-                let kind = "reopen";
-                if let Some(repeats) = writer.repeats.admit(kind, std::time::Instant::now()) {
-                    tracing::error!(
-                        "cannot open the database file back: {}{repeats}",
-                        Chain(&error)
-                    );
-                }
-                return false;
-            }
-        }
-    }
-    if connection.is_none() {
-        *generation = writer.file.generation();
-        *connection = database.open_checkpointer().ok();
-    }
-    connection.is_some()
-}
-
-/// One round of checkpoints (see [`checkpoint_loop`]).
-fn checkpoint_wal(connection: &Connection, writer: &Writer) -> rusqlite::Result<()> {
-    let checkpoint = || {
-        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        })
-    };
-    // A checkpoint copies the WAL as far as it was when it began; the
-    // reports committed since then are copied with the writer held.
-    let (mut log, _) = checkpoint()?;
-    for _ in 0..MAX_CHECKPOINT_PASSES {
-        let (next, _) = checkpoint()?;
-        let appended = next - log;
-        log = next;
-        if appended <= HELD_CHECKPOINT_FRAMES {
-            break;
-        }
-    }
-    if log > 0 {
-        let _held = lock(&writer.connection);
-        checkpoint()?;
-    }
-    Ok(())
-}
-
 /// Commits a batch into the file at the path: none while the file is
 /// gone, and a commit that may not be there fails as well: one that went
 /// into a file no longer at the path (lost at the next start) or onto a
@@ -726,143 +626,4 @@ fn apply(connection: &Connection, write: &Write, now: i64) -> rusqlite::Result<u
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pyzor-sqlite-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir.join(DEFAULT_FILE_NAME)
-    }
-
-    #[tokio::test]
-    async fn reports_and_whitelists_count_separately() {
-        let storage = SqliteStorage::open(&temp_path("count")).expect("open");
-        let digests = vec!["a".repeat(40), "b".repeat(40)];
-        storage
-            .increment(Kind::Report, &digests)
-            .await
-            .expect("report");
-        storage
-            .increment(Kind::Report, &digests[..1])
-            .await
-            .expect("report");
-        storage
-            .increment(Kind::Whitelist, &digests[1..])
-            .await
-            .expect("whitelist");
-        let first = storage
-            .get(&digests[0])
-            .await
-            .expect("get")
-            .expect("stored");
-        assert_eq!((first.report_count, first.whitelist_count), (2, 0));
-        assert!(first.whitelist_entered.is_none() && first.report_entered.is_some());
-        let second = storage
-            .get(&digests[1])
-            .await
-            .expect("get")
-            .expect("stored");
-        assert_eq!((second.report_count, second.whitelist_count), (1, 1));
-        assert_eq!(storage.get("c").await.expect("get"), None);
-    }
-
-    #[tokio::test]
-    async fn scan_pages_through_everything_and_cleanup_removes_old() {
-        let storage = SqliteStorage::open(&temp_path("scan")).expect("open");
-        let old = Record {
-            report_count: 3,
-            report_updated: Some(1),
-            ..Record::default()
-        };
-        let records: Vec<_> = (0..5).map(|i| (format!("{i:040}"), old.clone())).collect();
-        storage.put_many(&records).await.expect("put");
-        let (page, next) = storage.scan(None, 3).await.expect("scan");
-        assert_eq!(page.len(), 3);
-        let (rest, last) = storage.scan(next, 3).await.expect("scan");
-        assert_eq!((rest.len(), last), (2, None));
-        assert_eq!(storage.cleanup(60).await.expect("cleanup"), 5);
-    }
-
-    #[test]
-    fn a_full_commit_queue_refuses_writes_until_its_commit() {
-        let storage = SqliteStorage::open(&temp_path("bound")).expect("open");
-        let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let write = |index: usize, digests: usize| {
-            let outcomes = Arc::clone(&outcomes);
-            let digests = (0..digests)
-                .map(|n| format!("{index:020}{n:020}"))
-                .collect();
-            Queued {
-                write: Write::Increment(Kind::Report, digests),
-                done: Box::new(move |outcome| lock(&outcomes).push((index, outcome))),
-            }
-        };
-        let pending = || {
-            storage
-                .write_queue()
-                .expect("a queue")
-                .digests
-                .load(Ordering::Relaxed)
-        };
-        // Nobody commits: the first caller is the committer and waits.
-        let per_write = 256;
-        let fitting = MAX_PENDING_DIGESTS / per_write;
-        assert!(
-            storage
-                .writer
-                .admit((0..fitting).map(|i| write(i, per_write)), &())
-        );
-        assert_eq!(pending(), MAX_PENDING_DIGESTS);
-        // A cleanup is never refused; a report past the bound is, at once.
-        let cleanup = Queued {
-            write: Write::Cleanup(0),
-            done: Box::new(|_| {}),
-        };
-        assert!(!storage.writer.admit([write(fitting, 1), cleanup], &()));
-        let refused: Vec<_> = lock(&outcomes).drain(..).collect();
-        assert_eq!(refused.len(), 1);
-        assert!(matches!(
-            refused[0],
-            (index, Err(StorageError::QueueFull { capacity: MAX_PENDING_DIGESTS })) if index == fitting
-        ));
-        storage.writer.commit_pending(&());
-        assert_eq!(lock(&outcomes).len(), fitting);
-        assert!(lock(&outcomes).iter().all(|(_, outcome)| outcome.is_ok()));
-        assert_eq!(pending(), 0);
-        let count: i64 = storage
-            .read(|connection| {
-                connection.query_row("SELECT COUNT(*) FROM digests", [], |row| row.get(0))
-            })
-            .expect("count");
-        assert_eq!(count as usize, fitting * per_write);
-        // Room again.
-        assert!(storage.writer.admit([write(fitting + 1, 1)], &()));
-        storage.writer.commit_pending(&());
-        assert!(matches!(lock(&outcomes).last(), Some((_, Ok(0)))));
-    }
-
-    #[test]
-    fn a_failed_transaction_is_rolled_back_and_the_next_one_commits() {
-        let connection = Connection::open(temp_path("rollback")).expect("open");
-        connection.execute_batch(SCHEMA).expect("schema");
-        let report =
-            |connection: &Connection, digest: &str| connection.execute(REPORT, params![digest, 1]);
-        let failed = in_transaction(&connection, |connection| {
-            report(connection, "a")?;
-            connection.execute("INSERT INTO no_such_table VALUES (1)", [])
-        });
-        assert!(failed.is_err());
-        assert!(connection.is_autocommit(), "the transaction was left open");
-        in_transaction(&connection, |connection| report(connection, "b")).expect("commit");
-        let digests: Vec<String> = connection
-            .prepare("SELECT digest FROM digests")
-            .expect("select")
-            .query_map([], |row| row.get(0))
-            .expect("rows")
-            .collect::<rusqlite::Result<_>>()
-            .expect("digests");
-        assert_eq!(digests, ["b"]);
-    }
-}
+mod tests;
