@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use pyzor_milter::digest;
 use pyzor_milter::milter::cache::DigestMemo;
 use pyzor_milter::milter::config::Config;
-use pyzor_milter::milter::session::{ServerCheck, Session, SkipReason, Step, Verdict};
+use pyzor_milter::milter::session::{Failure, ServerCheck, Session, SkipReason, Step, Verdict};
 
 /// Limits small enough for a fuzz input to cross them, and the default.
 const MAX_SIZES: [usize; 4] = [
@@ -133,7 +133,8 @@ fn check_message(
                 .map(|index| ServerCheck {
                     server: format!("server{index}:24441"),
                     result: match (*seed >> (index * 8)) & 0xff {
-                        0..=31 => Err("timeout".to_owned()),
+                        0..=15 => Err(Failure::timeout()),
+                        16..=31 => Err(Failure::error("unreachable")),
                         byte => Ok((i64::from(byte) - 100, i64::from(*seed >> 28) - 4)),
                     },
                 })

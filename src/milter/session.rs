@@ -33,7 +33,7 @@ pub struct ServerCheck {
 pub struct Failure {
     /// The header's word: `timeout` or `error`.
     pub word: &'static str,
-    /// The log line's: `timeout`, `refused`, `unreachable`, `resolution`,
+    /// The log line's: `timeout`, `unreachable`, `resolution`,
     /// `code 500`, `bad response`...
     pub reason: String,
 }
