@@ -22,8 +22,9 @@ use tokio::sync::watch;
 use super::ServerAddress;
 
 /// How often a good answer is looked up again, in seconds: a server that
-/// moves is followed within five minutes, the TTL public.pyzor.org's
-/// records have carried.
+/// moves is followed within five minutes, while the resolver is asked
+/// about each server a few hundred times a day, not once per message
+/// (`getaddrinfo` does not tell a record's TTL).
 pub const DEFAULT_REFRESH_SECS: u64 = 300;
 
 /// How long a failed lookup answers for its name before the next request
