@@ -10,7 +10,10 @@
 use std::sync::Weak;
 use std::thread;
 
+use std::ffi::c_int;
+
 use rusqlite::Connection;
+use rusqlite::hooks::{CheckpointMode, Wal};
 
 use super::{Writer, lock};
 use crate::logging::Chain;
@@ -25,6 +28,31 @@ const MAX_CHECKPOINT_PASSES: usize = 8;
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many frames the WAL may hold after a commit before the writer
+/// copies them back itself ([`backstop`]): 64 MiB of 4 KiB pages, the
+/// size a WAL that started over is cut back to. The checkpoint thread
+/// keeps the WAL far below this, unless it gets no CPU for a while on a
+/// loaded machine, when a stream of new reports grows the WAL by about
+/// 100 MB a second.
+const BACKSTOP_FRAMES: c_int = 16_384;
+
+/// The writing connection's WAL hook, called after each commit with the
+/// frames the WAL now holds: past [`BACKSTOP_FRAMES`] the writer copies
+/// the WAL back itself (PASSIVE, as the checkpoint thread's bulk pass),
+/// so that the WAL stays bounded however late the checkpoint thread is,
+/// at the cost of that one commit's caller waiting for the copy.
+pub(super) fn backstop(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    if frames > BACKSTOP_FRAMES {
+        // Busy when the checkpoint thread is copying at this moment: then
+        // it does the work. The commit happened either way, so the hook
+        // never reports an error (SQLite would fail the COMMIT with it).
+        if let Err(error) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+            tracing::debug!(%error, frames, "writer's wal checkpoint failed");
+        }
+    }
+    Ok(())
+}
 
 /// Copies the WAL into the database file in the background until the
 /// storage is dropped.

@@ -271,6 +271,8 @@ fn open_writer(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
     // Checkpoints run on their own thread so that the writer never waits
     // for the fsyncs a checkpoint makes.
     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Set after the pragma, which replaces the WAL hook.
+    writer.wal_hook(Some(super::checkpoint::backstop));
     // The writer keeps SQLite's default page cache (2 MB), which holds
     // the table's interior pages. A larger one costs more than the
     // reads it saves: a page split renumbers pages through a temporary
