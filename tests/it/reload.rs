@@ -253,10 +253,7 @@ fn exchange(
     request: &Request,
     account: &Account,
 ) -> Option<Response> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs() as i64;
+    let now = i64::try_from(unix_secs()).expect("a time in range");
     socket
         .send_to(&request.encode(account, now), server)
         .expect("send");
@@ -326,11 +323,19 @@ fn pyzord_reloads_under_load_without_a_wrong_answer() {
             .set_read_timeout(Some(Duration::from_millis(500)))
             .expect("timeout");
         let mut seen = Seen::default();
-        // Thread ids of their own, never repeated within a second, so that
-        // no signed report looks like a replay.
+        // Thread ids of their own, never repeated within a second (the
+        // signature covers the Thread and the Time in seconds), so that no
+        // signed report is refused as a replay: before it uses its 9,000
+        // ids again, a client waits for the next second.
         let mut thread = 0u16;
         let mut next = |op| {
             thread = (thread + 1) % 9000;
+            if thread == 0 {
+                let cycle_ended = unix_secs();
+                while unix_secs() == cycle_ended {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             let id = ThreadId::new(2000 + (client as u16) * 9000 + thread).expect("in range");
             Request::new(op, vec![digest.clone()], id)
         };
@@ -408,4 +413,12 @@ fn pyzord_reloads_under_load_without_a_wrong_answer() {
         .filter(|line| line.contains("reloaded the accounts and the ACL"))
         .count();
     assert_eq!(reloaded, RELOADS - 1, "{log}");
+}
+
+/// The Unix time in whole seconds, as a request's `Time` carries it.
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
 }
