@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::session::ServerCheck;
+use super::verdict::ServerCheck;
 use crate::digest::Digest;
 
 #[derive(Debug)]
@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(cache.get(&Digest([1; 20])), Some(answer(3)));
         let failed = vec![ServerCheck {
             server: "s:1".into(),
-            result: Err(super::super::session::Failure::timeout()),
+            result: Err(super::super::verdict::Failure::timeout()),
         }];
         cache.put(Digest([2; 20]), &failed);
         assert_eq!(cache.get(&Digest([2; 20])), None);

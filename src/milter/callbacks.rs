@@ -14,14 +14,11 @@ use indymilter::{
     Actions, Callbacks, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts,
     SetErrorReply, SocketInfo, Status,
 };
-use tokio::time::Instant;
 
 use super::Shared;
 use super::config::Reply;
-use super::session::{Disposition, Failure, Outcome, ServerCheck, Session, Step};
-use crate::client::{Answer, ServerError};
-use crate::logging::{Chain, Repeats};
-use crate::protocol::{OK_CODE, PROTOCOL_VERSION, Response, ThreadId};
+use super::session::{Session, Step};
+use super::verdict::{self, Disposition, Outcome};
 
 /// Messages larger than this are digested off the async worker threads.
 const INLINE_DIGEST_LIMIT: usize = 256 * 1024;
@@ -202,20 +199,8 @@ async fn on_eom(cx: &mut EomContext<Connection>, shared: Arc<Shared>) -> Status 
     let outcome = match step {
         Step::Done(outcome) => outcome,
         Step::Check(digest) => {
-            let checks = match runtime.cache.get(&digest) {
-                Some(checks) => checks,
-                None => {
-                    let deadline = Instant::now() + session.config().timeout;
-                    let answers = runtime.client.check(&digest.to_hex(), deadline).await;
-                    let checks: Vec<ServerCheck> = answers
-                        .into_iter()
-                        .map(|answer| server_check(answer, session.queue_id(), &runtime.repeats))
-                        .collect();
-                    runtime.cache.put(digest, &checks);
-                    checks
-                }
-            };
-            session.decide(digest, checks)
+            let checks = verdict::ask(&runtime, digest, session.queue_id()).await;
+            verdict::decide(session.config(), digest, checks)
         }
     };
     let status = apply(cx, &outcome).await;
@@ -293,122 +278,5 @@ fn set_reply(cx: &mut EomContext<Connection>, reply: &Reply, queue_id: &str) {
         .set_error_reply(&reply.code, reply.enhanced.as_deref(), text)
     {
         tracing::warn!("{queue_id}: cannot set the SMTP reply: {error}");
-    }
-}
-
-/// One server's answer as the decision needs it. A failure is logged with
-/// its cause, once per server and reason within
-/// [`crate::logging::REPEAT_WINDOW`] (the next line counts the others).
-fn server_check(answer: Answer, queue_id: &str, repeats: &Repeats) -> ServerCheck {
-    let server = answer.server.to_string();
-    let result = match answer.result {
-        Ok(response) => usable_counts(&response).map_err(|why| {
-            let reason = match response.code() {
-                Ok(code) if code != OK_CODE => format!("code {code}"),
-                _ => "bad response".to_owned(),
-            };
-            let diag = response.get("Diag").unwrap_or_default();
-            (
-                Failure::error(reason),
-                format!("unusable answer: {why} {diag:?}"),
-            )
-        }),
-        Err(error) => Err((failure_of(&error), Chain(&error).to_string())),
-    };
-    let result = result.map_err(|(failure, detail)| {
-        let kind = format!("{server} {}", failure.reason);
-        if let Some(repeats) = repeats.admit(&kind, std::time::Instant::now()) {
-            tracing::warn!("{queue_id}: {}: {detail}{repeats}", failure.reason);
-        }
-        failure
-    });
-    ServerCheck { server, result }
-}
-
-/// The log's word for why a server did not answer.
-fn failure_of(error: &ServerError) -> Failure {
-    let network = |source: &std::io::Error| match source.kind() {
-        std::io::ErrorKind::ConnectionRefused => "refused",
-        std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
-            "unreachable"
-        }
-        _ => "network error",
-    };
-    match error {
-        ServerError::Timeout { .. } => Failure::timeout(),
-        ServerError::Resolve { .. } => Failure::error("resolution"),
-        ServerError::Send { source, .. } | ServerError::Receive { source, .. } => {
-            Failure::error(network(source))
-        }
-        ServerError::Response { .. } => Failure::error("bad response"),
-    }
-}
-
-/// The counts of an answer that may make a verdict: Code 200, our protocol
-/// version and our Thread (the client lets a Thread below 1024 through, as
-/// Python does for a server's error answers, but it is not an answer to
-/// our request). Anything else from a server is an error, never a verdict.
-fn usable_counts(response: &Response) -> Result<(i64, i64), String> {
-    match response.code() {
-        Ok(OK_CODE) => {}
-        Ok(code) => return Err(format!("code {code}")),
-        Err(error) => return Err(error.to_string()),
-    }
-    if response.get("PV").map(str::trim) != Some(PROTOCOL_VERSION) {
-        return Err(format!("protocol version {:?}", response.get("PV")));
-    }
-    match response.int_field("Thread") {
-        Ok(Some(thread)) if thread >= i64::from(ThreadId::MIN_OK) => {}
-        _ => return Err(format!("thread {:?}", response.get("Thread"))),
-    }
-    response.counts().map_err(|error| error.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::{Accounts, Client, ServerAddress};
-
-    /// A server nothing listens on, through the real client: the check
-    /// names the reason, and the warning comes once per window.
-    #[tokio::test]
-    async fn a_dead_server_is_named_with_its_reason_once_per_window() {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|socket| socket.local_addr())
-            .expect("a free port")
-            .port();
-        let server = ServerAddress::new("127.0.0.1", port);
-        let timeout = std::time::Duration::from_millis(300);
-        let client = Client::new(vec![server], Accounts::new(), timeout);
-        let repeats = Repeats::default();
-        let mut logged = Vec::new();
-        for _ in 0..2 {
-            let deadline = Instant::now() + timeout;
-            let answers = client.check(&"0".repeat(40), deadline).await;
-            let answer = answers.into_iter().next().expect("one answer");
-            let mut check = None;
-            let log = crate::logging::captured(|| {
-                check = Some(server_check(answer, "QUEUEID", &repeats));
-            });
-            let expected = ServerCheck {
-                server: format!("127.0.0.1:{port}"),
-                result: Err(Failure::timeout()),
-            };
-            assert_eq!(check, Some(expected));
-            logged.push(log);
-        }
-        // The client says how long it waited (what was left of the deadline).
-        let first =
-            format!(" WARN QUEUEID: timeout: server \"127.0.0.1:{port}\" did not answer within ");
-        assert!(logged[0].starts_with(&first), "{}", logged[0]);
-        assert!(
-            logged[0].ends_with(" s\n") && logged[0].lines().count() == 1,
-            "{}",
-            logged[0]
-        );
-        assert_eq!(
-            logged[1], "",
-            "a repeat within the window is counted, not logged"
-        );
     }
 }

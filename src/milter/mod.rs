@@ -22,6 +22,7 @@ pub mod cache;
 pub mod callbacks;
 pub mod config;
 pub mod session;
+pub mod verdict;
 
 use std::future::Future;
 use std::io;

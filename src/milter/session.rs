@@ -4,10 +4,10 @@
 //!
 //! A session collects the message as the file Python pyzor would be given
 //! (headers as `Name: value` lines, a blank line, the body) up to
-//! `max_message_size`, decides whether to skip it, and turns the servers'
-//! counts into an [`Outcome`]: verdict, SMTP disposition and header.
+//! `max_message_size`, decides whether to skip it, and hands the servers'
+//! counts to [`super::verdict`] for the [`Outcome`]: verdict, SMTP
+//! disposition and header.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,141 +16,16 @@ use std::time::Instant;
 use sha2::{Digest as _, Sha256};
 
 use super::cache::{DigestMemo, TextKey};
-use super::config::{Action, Config, OnError, Reply};
+use super::config::Config;
+pub use super::verdict::{Disposition, Failure, Outcome, ServerCheck, SkipReason, Verdict};
+use super::verdict::{decide, skipped};
 use crate::digest::{self, Digest};
-
-/// One server's answer to a check, as the decision and the header use it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerCheck {
-    /// `host:port`.
-    pub server: String,
-    /// `(Count, WL-Count)`, or why there are none.
-    pub result: Result<(i64, i64), Failure>,
-}
-
-/// Why a server gave no counts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// The header's word: `timeout` or `error`.
-    pub word: &'static str,
-    /// The log line's: `timeout`, `unreachable`, `resolution`,
-    /// `code 500`, `bad response`...
-    pub reason: String,
-}
-
-impl Failure {
-    /// No answer within the deadline.
-    pub fn timeout() -> Failure {
-        Failure {
-            word: "timeout",
-            reason: "timeout".to_owned(),
-        }
-    }
-
-    /// Any other failure, for the reason given.
-    pub fn error(reason: impl Into<String>) -> Failure {
-        Failure {
-            word: "error",
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Why a message was not checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    Authenticated,
-    TrustedNetwork,
-    SenderDomain,
-    RecipientDomain,
-    Oversize,
-    /// The digest of a message without usable text, a common source of
-    /// false positives, which is not looked up unless configured.
-    EmptyDigest,
-}
-
-impl SkipReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::Authenticated => "authenticated",
-            SkipReason::TrustedNetwork => "trusted-network",
-            SkipReason::SenderDomain => "sender-domain",
-            SkipReason::RecipientDomain => "recipient-domain",
-            SkipReason::Oversize => "oversize",
-            SkipReason::EmptyDigest => "empty-digest",
-        }
-    }
-}
-
-/// What the servers' counts say about a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Listed,
-    Clean,
-    Whitelisted,
-    /// No server answered.
-    Error,
-    Skipped(SkipReason),
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Listed => "listed",
-            Verdict::Clean => "clean",
-            Verdict::Whitelisted => "whitelisted",
-            Verdict::Error => "error",
-            Verdict::Skipped(_) => "skipped",
-        }
-    }
-}
-
-/// What the MTA is told at end of message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Disposition {
-    Accept,
-    Reject(Reply),
-    Tempfail(Reply),
-    Discard,
-    Quarantine(String),
-}
-
-impl Disposition {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Disposition::Accept => "accept",
-            Disposition::Reject(_) => "reject",
-            Disposition::Tempfail(_) => "tempfail",
-            Disposition::Discard => "discard",
-            Disposition::Quarantine(_) => "quarantine",
-        }
-    }
-}
-
-/// The decision about one message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub verdict: Verdict,
-    pub disposition: Disposition,
-    pub digest: Option<Digest>,
-    pub checks: Vec<ServerCheck>,
-    /// The value of the header to add, if any (without leading space).
-    pub header: Option<String>,
-}
-
-impl Outcome {
-    /// `5/0` per server, as in the header.
-    pub fn counts(&self) -> String {
-        let parts: Vec<String> = self.checks.iter().map(format_check).collect();
-        parts.join(", ")
-    }
-}
 
 /// What to do at end of message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Ask the servers (or the cache) about this digest, then call
-    /// [`Session::decide`].
+    /// [`decide`].
     Check(Digest),
     /// Decided without asking.
     Done(Outcome),
@@ -337,7 +212,7 @@ impl Session {
     /// `memo`, when the text has a key).
     pub fn end_of_message(&mut self, memo: &DigestMemo) -> Step {
         if let Some(reason) = self.skip_reason() {
-            return Step::Done(self.skipped(reason, None));
+            return Step::Done(skipped(reason, None));
         }
         let key = memo.enabled().then(|| self.text_key()).flatten();
         let digest = match key.as_ref().and_then(|key| memo.get(key)) {
@@ -352,7 +227,7 @@ impl Session {
         };
         self.message.text = Vec::new();
         if digest.is_empty() && !self.config.check_empty_digest {
-            return Step::Done(self.skipped(SkipReason::EmptyDigest, Some(digest)));
+            return Step::Done(skipped(SkipReason::EmptyDigest, Some(digest)));
         }
         Step::Check(digest)
     }
@@ -398,115 +273,17 @@ impl Session {
             .or(self.message.oversize.then_some(SkipReason::Oversize))
     }
 
-    fn skipped(&self, reason: SkipReason, digest: Option<Digest>) -> Outcome {
-        let mut header = format!("skipped; reason={}", reason.as_str());
-        if let Some(digest) = digest {
-            let _ = write!(header, "; digest={digest}");
-        }
-        Outcome {
-            verdict: Verdict::Skipped(reason),
-            disposition: Disposition::Accept,
-            digest,
-            checks: Vec::new(),
-            header: Some(header),
-        }
-    }
-
-    /// The decision from the servers' answers, with pyzor check's
-    /// semantics: listed when some server's count exceeds the report
-    /// threshold and no server's WL-Count exceeds the whitelist threshold.
+    /// The decision from the servers' answers under this session's
+    /// configuration ([`decide`]).
     pub fn decide(&self, digest: Digest, checks: Vec<ServerCheck>) -> Outcome {
-        let config = &self.config;
-        let counts: Vec<(i64, i64)> = checks
-            .iter()
-            .filter_map(|check| check.result.clone().ok())
-            .collect();
-        let whitelisted = counts.iter().any(|&(count, wl_count)| {
-            wl_count > config.whitelist_threshold
-                || config.whitelist_factor.is_some_and(|factor| {
-                    // SpamAssassin's pyzor_whitelist_factor.
-                    wl_count > 0 && wl_count as f64 >= count as f64 * factor
-                })
-        });
-        let listed = !whitelisted
-            && counts
-                .iter()
-                .any(|&(count, _)| count > config.report_threshold && count >= config.min_count);
-        let over_reject = listed
-            && config
-                .reject_threshold
-                .is_some_and(|threshold| counts.iter().any(|&(count, _)| count > threshold));
-        let verdict = if counts.is_empty() {
-            Verdict::Error
-        } else if whitelisted {
-            Verdict::Whitelisted
-        } else if listed {
-            Verdict::Listed
-        } else {
-            Verdict::Clean
-        };
-        let mut disposition = match verdict {
-            Verdict::Listed if over_reject => Disposition::Reject(config.reject_reply.clone()),
-            Verdict::Listed => match config.action {
-                Action::Tag => Disposition::Accept,
-                Action::Reject => Disposition::Reject(config.reject_reply.clone()),
-                Action::Tempfail => Disposition::Tempfail(config.tempfail_reply.clone()),
-                Action::Quarantine => Disposition::Quarantine(config.quarantine_reason.clone()),
-                Action::Discard => Disposition::Discard,
-            },
-            Verdict::Error if config.on_error == OnError::Tempfail => {
-                Disposition::Tempfail(config.tempfail_reply.clone())
-            }
-            _ => Disposition::Accept,
-        };
-        if config.dry_run {
-            disposition = Disposition::Accept;
-        }
-        let header = match disposition {
-            Disposition::Accept | Disposition::Quarantine(_) => {
-                let mut header = format!("{}; digest={digest}", verdict.as_str());
-                for check in &checks {
-                    let _ = write!(header, "; {}", format_check(check));
-                }
-                Some(header)
-            }
-            _ => None,
-        };
-        Outcome {
-            verdict,
-            disposition,
-            digest: Some(digest),
-            checks,
-            header,
-        }
+        decide(&self.config, digest, checks)
     }
 
     /// The one log line of a message (after the queue id).
     pub fn summary(&self, outcome: &Outcome) -> String {
-        let mut line = format!("verdict={}", outcome.verdict.as_str());
-        if let Verdict::Skipped(reason) = outcome.verdict {
-            let _ = write!(line, " reason={}", reason.as_str());
-        }
-        if let Some(digest) = outcome.digest {
-            let _ = write!(line, " digest={digest}");
-        }
-        if !outcome.checks.is_empty() {
-            let _ = write!(line, " counts=\"{}\"", outcome.counts());
-        }
-        let failures: Vec<String> = outcome
-            .checks
-            .iter()
-            .filter_map(|check| {
-                let failure = check.result.as_ref().err()?;
-                Some(format!("{}={}", check.server, failure.reason))
-            })
-            .collect();
-        if !failures.is_empty() {
-            let _ = write!(line, " errors=\"{}\"", failures.join(", "));
-        }
-        let _ = write!(
-            line,
-            " action={}{} elapsed_ms={:.1}",
+        format!(
+            "{} action={}{} elapsed_ms={:.1}",
+            outcome.describe(),
             outcome.disposition.as_str(),
             if self.config.dry_run {
                 " dry_run=true"
@@ -514,8 +291,7 @@ impl Session {
                 ""
             },
             self.elapsed().as_secs_f64() * 1000.0
-        );
-        line
+        )
     }
 
     /// The message is over (end of message or abort): forget it.
@@ -565,14 +341,6 @@ fn is_header_name(name: &[u8]) -> bool {
         && name
             .iter()
             .all(|&byte| (0x21..=0x7e).contains(&byte) && byte != b':')
-}
-
-/// `host:port=COUNT/WL_COUNT`, or `host:port=timeout` or `=error`.
-fn format_check(check: &ServerCheck) -> String {
-    match &check.result {
-        Ok((count, wl_count)) => format!("{}={count}/{wl_count}", check.server),
-        Err(failure) => format!("{}={}", check.server, failure.word),
-    }
 }
 
 /// Whether the address's domain (case-insensitive, without a trailing
