@@ -1,9 +1,11 @@
 //! The client's side of the wire: an arbitrary datagram read as a response
-//! (the feedparser header block), checked as `Client::ask` checks it, and
-//! its numbers read as Python's `int()` reads them.
+//! (the feedparser header block), taken only as the answer to the request
+//! whose Thread it carries, checked as `Client::ask` checks it, and its
+//! numbers read as Python's `int()` reads them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pyzor_milter::client;
 use pyzor_milter::protocol::{self, Response, ResponseError, ThreadId, header};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,8 +25,26 @@ fuzz_target!(|data: &[u8]| {
 
     let response = Response::parse(data);
     assert_eq!(response.fields.len(), block.fields.len());
-    let expected = ThreadId::from_random(data.len() as u64);
-    match response.verify(expected) {
+    // The client takes a datagram only if it carries the Thread of a
+    // request it sent: one that does not never produces counts.
+    let ours = ThreadId::from_random(data.len() as u64);
+    let carried = response
+        .get("Thread")
+        .and_then(protocol::python_int)
+        .and_then(|thread| u16::try_from(thread).ok());
+    match client::answer_to(data, &[ours]) {
+        Some(answer) => {
+            assert_eq!(carried, Some(ours.get()), "taken with another Thread");
+            assert_eq!(answer, response);
+        }
+        None => assert_ne!(carried, Some(ours.get()), "our answer refused"),
+    }
+    if let Some(thread) = carried.and_then(ThreadId::new) {
+        assert!(client::answer_to(data, &[thread]).is_some());
+        let other = ThreadId::from_random(u64::from(thread.get()) + 1);
+        assert!(client::answer_to(data, &[other]).is_none(), "{other} took {thread}'s answer");
+    }
+    match response.verify() {
         Ok(()) => {
             for field in ["Code", "Diag", "PV", "Thread"] {
                 assert!(response.get(field).is_some(), "verified without {field}");
@@ -41,9 +61,17 @@ fuzz_target!(|data: &[u8]| {
         Err(ResponseError::BadNumber { field, .. }) => assert_eq!(field, "Code"),
         Err(other) => panic!("code(): unexpected {other:?}"),
     }
-    if let Ok((count, wl_count)) = response.counts() {
-        assert_eq!(response.int_field("Count"), Ok(Some(count)));
-        assert_eq!(response.int_field("WL-Count"), Ok(Some(wl_count)));
+    match response.counts() {
+        Ok((count, wl_count)) => {
+            assert_eq!(response.int_field("Count"), Ok(Some(count)));
+            assert_eq!(response.int_field("WL-Count"), Ok(Some(wl_count)));
+        }
+        // The server's text is escaped as Python's repr escapes it: no
+        // control character reaches a terminal or a log.
+        Err(error) => {
+            let text = error.to_string();
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+        }
     }
 
     // Python's int(): a number read back from its own decimal text is the

@@ -7,9 +7,11 @@
 //! A [`Client`] owns the server list, the accounts that sign requests and
 //! the per-server timeout. Host names are resolved on first use and looked
 //! up again every few minutes ([`resolver`]); a failed lookup is tried again
-//! at a later request. Each request has its own socket, and a
-//! random Thread id that the response must carry; only datagrams from the
-//! server's address count as its answer.
+//! at a later request. Each request has its own socket and a random
+//! Thread id; only a datagram from the server's address that carries the
+//! Thread is its answer, and the client waits for that one until the
+//! timeout, ignoring the rest (Python pyzor takes the first datagram, so
+//! anyone who knows the port can answer for the server).
 //!
 //! This module knows nothing of output formats: it returns each server's
 //! [`Response`] or [`ServerError`]; `ServerError::pyzor_status` gives the
@@ -59,10 +61,16 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
-    #[error("server \"{server}\" did not answer within {timeout_secs} s")]
+    #[error(
+        "server \"{server}\" did not answer within {timeout_secs} s{}",
+        ignored_note(*ignored)
+    )]
     Timeout {
         server: ServerAddress,
         timeout_secs: f64,
+        /// Datagrams from the server's address that were no answer to our
+        /// request (another Thread or none): noise, or an off-path spoofer.
+        ignored: usize,
     },
     #[error("bad response from server \"{server}\"")]
     Response {
@@ -92,6 +100,15 @@ impl ServerError {
             ServerError::Timeout { .. } => Some((504, "Reading response timed-out.".to_owned())),
             ServerError::Response { source, .. } => source.pyzor_status(),
         }
+    }
+}
+
+/// What a time-out message adds about the datagrams ignored meanwhile.
+fn ignored_note(ignored: usize) -> String {
+    match ignored {
+        0 => String::new(),
+        1 => "; 1 datagram was no answer to its request".to_owned(),
+        n => format!("; {n} datagrams were no answer to its request"),
     }
 }
 
@@ -260,27 +277,24 @@ impl Client {
             request.thread = retry_thread;
             request.encode(&account, unix_time())
         };
-        let (response, resent) = exchange(server, peer, &datagram, retry, end).await?;
-        let response = Response::parse(&response);
+        let threads = [thread, retry_thread];
+        let response = exchange(server, peer, &datagram, threads, retry, end).await?;
         tracing::debug!(%server, %thread, ?response, "received");
-        response
-            .verify(thread)
-            .or_else(|error| match error {
-                ResponseError::UnexpectedThread { .. } if resent => response.verify(retry_thread),
-                error => Err(error),
-            })
-            .map_err(|source| ServerError::Response {
-                server: server.clone(),
-                source,
-            })?;
+        response.verify().map_err(|source| ServerError::Response {
+            server: server.clone(),
+            source,
+        })?;
         Ok(response)
     }
 }
 
-/// Sends the datagram and waits for one answer from `peer` until `end`,
-/// sending the `retry` datagram halfway if nothing came back (a lost
-/// request or response); says whether it did. Datagrams from other
-/// addresses are ignored.
+/// Sends the datagram and waits until `end` for the answer from `peer`
+/// that carries its Thread (`threads[0]`), sending the `retry` datagram
+/// (Thread `threads[1]`) halfway if none came back (a lost request or
+/// response); from then on an answer to either one is taken. Every other
+/// datagram is ignored: one from another address, and one from the
+/// server's address that answers no request of ours, so that a spoofer
+/// who knows only the port cannot make the verdict.
 ///
 /// The socket stays unconnected, as Python's: Linux then reports no ICMP
 /// "port unreachable", so a closed port times out as it does for Python.
@@ -288,9 +302,10 @@ async fn exchange(
     server: &ServerAddress,
     peer: SocketAddr,
     datagram: &[u8],
+    threads: [ThreadId; 2],
     retry: impl FnOnce() -> Vec<u8>,
     end: Instant,
-) -> Result<(Vec<u8>, bool), ServerError> {
+) -> Result<Response, ServerError> {
     let send_error = |source| ServerError::Send {
         server: server.clone(),
         source,
@@ -309,20 +324,43 @@ async fn exchange(
     let timeout = end.saturating_duration_since(start);
     socket.send_to(datagram, peer).await.map_err(send_error)?;
     let mut buffer = vec![0; MAX_PACKET_SIZE];
+    let mut ignored = 0;
+    // The answer if this datagram is one to a request sent so far.
+    let mut answer = |datagram: &[u8], from: SocketAddr, resent: bool| {
+        if from != peer {
+            tracing::debug!(%server, %from, "ignoring a datagram from another address");
+            return None;
+        }
+        let sent = if resent { &threads[..] } else { &threads[..1] };
+        let response = answer_to(datagram, sent);
+        if response.is_none() {
+            ignored += 1;
+            let thread = Response::parse(datagram).get("Thread").map(str::to_owned);
+            tracing::debug!(%server, ?thread, "ignoring a datagram that answers no request of ours");
+        }
+        response
+    };
     if timeout.is_zero() {
         // Python's `settimeout(0)` makes the socket non-blocking: a read
         // that finds nothing fails at once.
-        let (length, _) = socket.try_recv_from(&mut buffer).map_err(|error| {
-            // tokio reports "not ready" without an OS code; Python shows
-            // the EAGAIN of its non-blocking read.
-            if error.kind() == io::ErrorKind::WouldBlock && error.raw_os_error().is_none() {
-                receive_error(io::Error::from_raw_os_error(libc::EAGAIN))
-            } else {
-                receive_error(error)
+        loop {
+            match socket.try_recv_from(&mut buffer) {
+                Ok((length, from)) => {
+                    if let Some(response) = answer(&buffer[..length], from, false) {
+                        return Ok(response);
+                    }
+                }
+                // tokio reports "not ready" without an OS code; Python
+                // shows the EAGAIN of its non-blocking read.
+                Err(error)
+                    if error.kind() == io::ErrorKind::WouldBlock
+                        && error.raw_os_error().is_none() =>
+                {
+                    return Err(receive_error(io::Error::from_raw_os_error(libc::EAGAIN)));
+                }
+                Err(error) => return Err(receive_error(error)),
             }
-        })?;
-        buffer.truncate(length);
-        return Ok((buffer, false));
+        }
     }
     let mut retry = Some(retry);
     let resend_at = start + timeout / 2;
@@ -330,12 +368,10 @@ async fn exchange(
         let resent = retry.is_none();
         let wait_until = if resent { end } else { resend_at };
         match tokio::time::timeout_at(wait_until, socket.recv_from(&mut buffer)).await {
-            Ok(Ok((length, from))) if from == peer => {
-                buffer.truncate(length);
-                return Ok((buffer, resent));
-            }
-            Ok(Ok((_, from))) => {
-                tracing::debug!(%server, %from, "ignoring a datagram from another address");
+            Ok(Ok((length, from))) => {
+                if let Some(response) = answer(&buffer[..length], from, resent) {
+                    return Ok(response);
+                }
             }
             Ok(Err(error)) => return Err(receive_error(error)),
             Err(_elapsed) if !resent => {
@@ -347,10 +383,22 @@ async fn exchange(
                 return Err(ServerError::Timeout {
                     server: server.clone(),
                     timeout_secs: timeout.as_secs_f64(),
+                    ignored,
                 });
             }
         }
     }
+}
+
+/// The datagram read as a response if it answers one of the requests
+/// sent with these Threads ([`Response::answers`]); `None` for anything
+/// else, which then never reaches a verdict.
+pub fn answer_to(datagram: &[u8], threads: &[ThreadId]) -> Option<Response> {
+    let response = Response::parse(datagram);
+    threads
+        .iter()
+        .any(|&thread| response.answers(thread))
+        .then_some(response)
 }
 
 fn unix_time() -> i64 {
@@ -365,12 +413,19 @@ mod tests {
     use super::*;
 
     async fn fake_server(reply: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + 'static) -> SocketAddr {
+        fake_server_sending(move |request| reply(request).into_iter().collect()).await
+    }
+
+    /// A server that answers each request with these datagrams, in order.
+    async fn fake_server_sending(
+        reply: impl Fn(&[u8]) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> SocketAddr {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let address = socket.local_addr().expect("address");
         tokio::spawn(async move {
             let mut buffer = vec![0; MAX_PACKET_SIZE];
             while let Ok((length, peer)) = socket.recv_from(&mut buffer).await {
-                if let Some(answer) = reply(&buffer[..length]) {
+                for answer in reply(&buffer[..length]) {
                     let _ = socket.send_to(&answer, peer).await;
                 }
             }
@@ -477,38 +532,67 @@ mod tests {
         assert_eq!(field(&requests[1], "User").as_deref(), Some("alice"));
     }
 
-    #[tokio::test]
-    async fn wrong_thread_is_an_error_naming_the_server() {
-        let server =
-            fake_server(|_| Some(b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 1023\n".to_vec())).await;
-        let client = client_for(&[server], Duration::from_secs(2));
-        // Thread 1023 is an error Thread: accepted as Python accepts it.
-        assert!(client.ask_all(Op::Ping, &[], None).await[0].result.is_ok());
+    /// A datagram carrying `thread` and these counts.
+    fn answer(thread: &str, count: u32) -> Vec<u8> {
+        format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {thread}\nCount: {count}\nWL-Count: 0\n")
+            .into_bytes()
+    }
 
-        let server = fake_server(|request| {
-            let thread: u32 = thread_of(request).parse().unwrap_or(2000);
-            let other = if thread == 65535 { 1024 } else { thread + 1 };
-            Some(format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {other}\n").into_bytes())
+    /// Another request's Thread.
+    fn other_thread(request: &[u8]) -> String {
+        let thread: u32 = thread_of(request).parse().unwrap_or(2000);
+        let other = if thread == 65535 { 1024 } else { thread + 1 };
+        other.to_string()
+    }
+
+    #[tokio::test]
+    async fn only_the_answer_with_our_thread_counts() {
+        // Answers that are not to our request come first, from the
+        // server's own address; the real one comes last.
+        let server = fake_server_sending(|request| {
+            let mut datagrams: Vec<Vec<u8>> = ["1023", "0", "", "abc", "70000"]
+                .iter()
+                .map(|thread| answer(thread, 999))
+                .collect();
+            datagrams.push(answer(&other_thread(request), 999));
+            datagrams.push(b"Code: 200\nDiag: OK\nPV: 2.1\nCount: 999\nWL-Count: 0\n".to_vec());
+            datagrams.push(answer(&thread_of(request), 3));
+            datagrams
         })
         .await;
         let client = client_for(&[server], Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answers = client.check(&"0".repeat(40), deadline).await;
+        let response = answers.into_iter().next().expect("one server");
+        let response = response.result.expect("the real answer");
+        assert_eq!(response.counts(), Ok((3, 0)));
+    }
+
+    #[tokio::test]
+    async fn answers_to_no_request_of_ours_end_in_a_timeout_that_counts_them() {
+        let server = fake_server(|request| Some(answer(&other_thread(request), 5))).await;
+        let client = client_for(&[server], Duration::from_millis(400));
         let error = client
             .ask_all(Op::Ping, &[], None)
             .await
             .remove(0)
             .result
-            .expect_err("mismatch");
+            .expect_err("no answer of ours");
+        // One wrong answer to the request, one to the retransmission.
         assert!(
-            error.to_string().contains(&server.port().to_string()),
+            matches!(error, ServerError::Timeout { ignored: 2, .. }),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .ends_with(" s; 2 datagrams were no answer to its request"),
             "{error}"
         );
-        assert!(matches!(
-            error,
-            ServerError::Response {
-                source: ResponseError::UnexpectedThread { .. },
-                ..
-            }
-        ));
+        assert_eq!(
+            error.pyzor_status(),
+            Some((504, "Reading response timed-out.".to_owned()))
+        );
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use super::config::{Action, Config, OnError, Reply};
 use crate::client::{Answer, ServerError};
 use crate::digest::Digest;
 use crate::logging::{Chain, Repeats};
-use crate::protocol::{OK_CODE, PROTOCOL_VERSION, Response, ThreadId};
+use crate::protocol::{OK_CODE, PROTOCOL_VERSION, Response};
 
 /// One server's answer to a check, as the decision and the header use it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,10 +319,10 @@ fn failure_of(error: &ServerError) -> Failure {
     }
 }
 
-/// The counts of an answer that may make a verdict: Code 200, our protocol
-/// version and our Thread (the client lets a Thread below 1024 through, as
-/// Python does for a server's error answers, but it is not an answer to
-/// our request). Anything else from a server is an error, never a verdict.
+/// The counts of an answer that may make a verdict: Code 200 and our
+/// protocol version (the client takes only an answer that carries our
+/// request's Thread). Anything else from a server is an error, never a
+/// verdict.
 fn usable_counts(response: &Response) -> Result<(i64, i64), String> {
     match response.code() {
         Ok(OK_CODE) => {}
@@ -331,10 +331,6 @@ fn usable_counts(response: &Response) -> Result<(i64, i64), String> {
     }
     if response.get("PV").map(str::trim) != Some(PROTOCOL_VERSION) {
         return Err(format!("protocol version {:?}", response.get("PV")));
-    }
-    match response.int_field("Thread") {
-        Ok(Some(thread)) if thread >= i64::from(ThreadId::MIN_OK) => {}
-        _ => return Err(format!("thread {:?}", response.get("Thread"))),
     }
     response.counts().map_err(|error| error.to_string())
 }

@@ -11,6 +11,7 @@
 //! the Thread id and the timestamp.
 
 pub mod header;
+pub mod repr;
 pub mod signing;
 
 use std::fmt;
@@ -153,9 +154,10 @@ impl Request {
 pub enum ResponseError {
     #[error("response has no \"{0}\" field")]
     MissingField(&'static str),
-    #[error("response is for Thread {received}, not {expected}")]
-    UnexpectedThread { received: i64, expected: ThreadId },
-    #[error("response field \"{field}\" is not a valid number: \"{value}\"")]
+    /// The value is the server's text, printed as Python's `repr` prints
+    /// it (so that its control characters reach no terminal or log), as
+    /// in Python's `ValueError: invalid literal for int()`.
+    #[error("response field \"{field}\" is not a valid number: {}", repr::repr_str(.value))]
     BadNumber { field: &'static str, value: String },
 }
 
@@ -170,10 +172,6 @@ impl ResponseError {
             ResponseError::MissingField("PV" | "Thread") => {
                 Some((400, "Doesn't have fields for a ThreadedMessage.".to_owned()))
             }
-            ResponseError::UnexpectedThread { received, expected } => Some((
-                400,
-                format!("received unexpected thread id {received} (expected {expected})"),
-            )),
             ResponseError::MissingField(_) | ResponseError::BadNumber { .. } => None,
         }
     }
@@ -207,28 +205,24 @@ impl Response {
             .map(|(_, value)| value.as_str())
     }
 
-    /// Python's `ensure_complete` and Thread check in `read_response`: the
-    /// fields Code, Diag, PV and Thread are present and the Thread is ours
-    /// (a Thread below 1024 marks a server error and is accepted, as
-    /// Python accepts it with a warning).
-    pub fn verify(&self, expected: ThreadId) -> Result<(), ResponseError> {
+    /// Whether this is an answer to the request sent with `thread`: its
+    /// Thread field, read as Python's `int()` reads it, is that id. Python
+    /// pyzor takes the first datagram from the server's address (and any
+    /// Thread below 1024 with a warning); a datagram that is no answer to
+    /// ours says nothing about our request, so the client ignores it and
+    /// waits on. This is the one place where an answer is matched to its
+    /// request.
+    pub fn answers(&self, thread: ThreadId) -> bool {
+        self.int_field("Thread") == Ok(Some(i64::from(thread.get())))
+    }
+
+    /// Python's `ensure_complete`: the fields Code, Diag, PV and Thread
+    /// are present.
+    pub fn verify(&self) -> Result<(), ResponseError> {
         for field in ["Code", "Diag", "PV", "Thread"] {
             if self.get(field).is_none() {
                 return Err(ResponseError::MissingField(field));
             }
-        }
-        let thread = self.int_field("Thread")?.unwrap_or_default();
-        if !(0..=i64::from(u16::MAX)).contains(&thread) {
-            return Err(ResponseError::BadNumber {
-                field: "Thread",
-                value: self.get("Thread").unwrap_or_default().to_owned(),
-            });
-        }
-        if thread != i64::from(expected.get()) && thread >= i64::from(ThreadId::MIN_OK) {
-            return Err(ResponseError::UnexpectedThread {
-                received: thread,
-                expected,
-            });
         }
         Ok(())
     }
@@ -340,7 +334,8 @@ mod tests {
         let response = Response::parse(
             b"thread: 1234\r\nCode:  200\r\nDiag: OK\r\nPV: 2.1\r\nCount: 3\r\nWL-Count: 0\r\n\r\n",
         );
-        assert_eq!(response.verify(thread(1234)), Ok(()));
+        assert!(response.answers(thread(1234)));
+        assert_eq!(response.verify(), Ok(()));
         assert_eq!(response.code(), Ok(200));
         assert_eq!(response.counts(), Ok((3, 0)));
         assert_eq!(response.diag(), "OK");
@@ -356,7 +351,7 @@ mod tests {
     #[test]
     fn missing_fields_are_python_comm_errors() {
         let response = Response::parse(b"Code: 200\nPV: 2.1\nThread: 1234\n");
-        let error = response.verify(thread(1234)).expect_err("no Diag");
+        let error = response.verify().expect_err("no Diag");
         assert_eq!(error, ResponseError::MissingField("Diag"));
         assert_eq!(
             error.pyzor_status(),
@@ -364,7 +359,7 @@ mod tests {
         );
         let response = Response::parse(b"Code: 200\nDiag: OK\nThread: 1234\n");
         assert_eq!(
-            response.verify(thread(1234)).map_err(|e| e.pyzor_status()),
+            response.verify().map_err(|e| e.pyzor_status()),
             Err(Some((
                 400,
                 "Doesn't have fields for a ThreadedMessage.".to_owned()
@@ -373,23 +368,30 @@ mod tests {
     }
 
     #[test]
-    fn thread_mismatch() {
-        let response = Response::parse(b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 5000\n");
+    fn only_our_thread_answers() {
+        let with_thread = |value: &str| {
+            let text = format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {value}\nCount: 9\n");
+            Response::parse(text.as_bytes())
+        };
+        assert!(with_thread("1234").answers(thread(1234)));
+        assert!(with_thread(" +1_234 ").answers(thread(1234)));
+        // Another request's Thread, an error Thread (Python accepts those
+        // with a warning), one out of range, none at all: not our answer.
+        for other in ["5000", "0", "1023", "70000", "-1234", "abc", ""] {
+            assert!(!with_thread(other).answers(thread(1234)), "{other:?}");
+        }
+        let no_thread = Response::parse(b"Code: 200\nDiag: OK\nPV: 2.1\nCount: 9\n");
+        assert!(!no_thread.answers(thread(1234)));
+    }
+
+    #[test]
+    fn a_bad_number_is_shown_as_python_repr_shows_it() {
+        let response = Response::parse(b"Count: \x1b]0;owned\x07\x1b[2J5\nWL-Count: 0\n");
+        let error = response.counts().expect_err("not a number");
+        // ValueError: invalid literal for int() with base 10: '\x1b]0;owned\x07\x1b[2J5'
         assert_eq!(
-            response.verify(thread(1234)),
-            Err(ResponseError::UnexpectedThread {
-                received: 5000,
-                expected: thread(1234)
-            })
-        );
-        // Error Threads (below 1024) are accepted, as Python accepts them.
-        let response = Response::parse(b"Code: 400\nDiag: bad\nPV: 2.1\nThread: 0\n");
-        assert_eq!(response.verify(thread(1234)), Ok(()));
-        // Python raises ValueError (and crashes) for these.
-        let response = Response::parse(b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 70000\n");
-        assert_eq!(
-            response.verify(thread(1234)).map_err(|e| e.pyzor_status()),
-            Err(None)
+            error.to_string(),
+            r#"response field "Count" is not a valid number: '\x1b]0;owned\x07\x1b[2J5'"#
         );
     }
 
@@ -397,7 +399,8 @@ mod tests {
     fn garbage_never_panics() {
         for datagram in [&b""[..], b"\xff\xfe", b":::", b"Code", b"\r\r\n\n", b" x\n"] {
             let response = Response::parse(datagram);
-            assert!(response.verify(thread(1234)).is_err());
+            assert!(response.verify().is_err());
+            assert!(!response.answers(thread(1234)));
         }
     }
 

@@ -281,7 +281,8 @@ fn genkey_from_stdin() {
 /// A named way to answer a request badly.
 type BadAnswer = (&'static str, fn(&str) -> Vec<u8>);
 
-/// Servers that answer badly, each answer built from the request.
+/// Servers that answer badly, each answer built from the request and
+/// carrying its Thread.
 fn bad_answers() -> Vec<BadAnswer> {
     vec![
         ("no Count", |request| {
@@ -298,25 +299,12 @@ fn bad_answers() -> Vec<BadAnswer> {
             )
             .into_bytes()
         }),
-        ("no Thread", |_| {
-            b"Code: 200\nDiag: OK\nPV: 2.1\nCount: 1\nWL-Count: 0\n".to_vec()
-        }),
-        ("garbage", |_| b"\xff\xfe\x00garbage\n\n".to_vec()),
         ("truncated", |request| {
             format!(
                 "Code: 200\nDiag: OK\nPV: 2.1\nThread: {}\nCou",
                 thread_of(request)
             )
             .into_bytes()
-        }),
-        ("another Thread", |request| {
-            let thread: u32 = thread_of(request).parse().unwrap_or(2000);
-            let other = if thread >= 65535 { 1024 } else { thread + 1 };
-            format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {other}\nCount: 1\nWL-Count: 0\n")
-                .into_bytes()
-        }),
-        ("Thread not a number", |_| {
-            b"Code: 200\nDiag: OK\nPV: 2.1\nThread: abc\nCount: 1\nWL-Count: 0\n".to_vec()
         }),
         ("Code not a number", |request| {
             format!(
@@ -332,14 +320,27 @@ fn bad_answers() -> Vec<BadAnswer> {
     ]
 }
 
-/// Thread ids are random: the numbers in "unexpected thread id" differ.
-fn mask_threads(text: &str) -> String {
-    text.lines()
-        .map(|line| match line.find("received unexpected thread id") {
-            Some(start) => format!("{}<thread mismatch>\n", &line[..start]),
-            None => format!("{line}\n"),
-        })
-        .collect()
+/// Datagrams from the server's address that answer no request of ours:
+/// Python takes the first one as the answer; we wait for ours.
+fn answers_to_others() -> Vec<BadAnswer> {
+    vec![
+        ("no Thread", |_| {
+            b"Code: 200\nDiag: OK\nPV: 2.1\nCount: 1\nWL-Count: 0\n".to_vec()
+        }),
+        ("garbage", |_| b"\xff\xfe\x00garbage\n\n".to_vec()),
+        ("another Thread", |request| {
+            let thread: u32 = thread_of(request).parse().unwrap_or(2000);
+            let other = if thread >= 65535 { 1024 } else { thread + 1 };
+            format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {other}\nCount: 1\nWL-Count: 0\n")
+                .into_bytes()
+        }),
+        ("Thread not a number", |_| {
+            b"Code: 200\nDiag: OK\nPV: 2.1\nThread: abc\nCount: 1\nWL-Count: 0\n".to_vec()
+        }),
+        ("error Thread", |_| {
+            b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 1023\nCount: 1\nWL-Count: 0\n".to_vec()
+        }),
+    ]
 }
 
 #[test]
@@ -349,8 +350,7 @@ fn bad_responses_match_python_or_fail_cleanly() {
         let server = FakeServer::start(move |request| Some(answer(request)));
         let home = Home::new(&[line(server.address)]);
         for command in ["check", "info", "ping"] {
-            let (expected, actual) =
-                compare_masked(&home, &["-t", "2", command], &spam, mask_threads);
+            let (expected, actual) = compare(&home, &["-t", "2", command], &spam);
             if expected.stderr_text().contains("Traceback") {
                 let stderr = actual.stderr_text();
                 assert_eq!(
@@ -368,9 +368,128 @@ fn bad_responses_match_python_or_fail_cleanly() {
         // thread.
         let good = Pyzord::start();
         let home = Home::new(&[line(good.address), line(server.address)]);
-        compare_masked(&home, &["-t", "2", "check"], &spam, |text| {
-            sorted_lines(&mask_threads(text))
+        compare_masked(&home, &["-t", "2", "check"], &spam, sorted_lines);
+    }
+}
+
+/// A check answer with our Thread and these counts.
+fn check_answer(request: &str, count: &str) -> Vec<u8> {
+    let thread = thread_of(request);
+    format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: {thread}\nCount: {count}\nWL-Count: 0\n")
+        .into_bytes()
+}
+
+#[test]
+fn answers_to_no_request_of_ours_are_ignored() {
+    let spam = message("Answers to others.");
+    // What Python prints for a server that does not answer is what we
+    // print for one that sends only answers to other requests.
+    let silent = FakeServer::silent();
+    let home = Home::new(&[line(silent.address)]);
+    for command in ["check", "info", "ping"] {
+        let expected = python(&home.args(&["-t", "1", command]), &spam);
+        for (name, answer) in answers_to_others() {
+            let server = FakeServer::start(move |request| Some(answer(request)));
+            let home = Home::new(&[line(server.address)]);
+            let args = home.args(&["-t", "1", command]);
+            let ours = ours(&args, &spam);
+            let python = python(&args, &spam);
+            let timed_out = |output: &crate::util::Output, port: u16| {
+                (
+                    output.stdout_text().replace(&port.to_string(), "PORT"),
+                    output.exit(),
+                )
+            };
+            assert_eq!(
+                timed_out(&ours, server.address.port()),
+                timed_out(&expected, silent.address.port()),
+                "{name}/{command}: {}",
+                ours.stderr_text()
+            );
+            // Python took the datagram as its answer.
+            assert_ne!(
+                timed_out(&python, server.address.port()),
+                timed_out(&expected, silent.address.port()),
+                "{name}/{command}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_spoofed_answer_before_the_real_one_does_not_make_the_verdict() {
+    let spam = message("Spoofed answers.");
+    // The real answer alone: what Python prints is what we must print.
+    let honest = FakeServer::start(|request| Some(check_answer(request, "0")));
+    let home = Home::new(&[line(honest.address)]);
+    let (expected, _) = compare(&home, &["check"], &spam);
+    let honest_port = honest.address.port().to_string();
+    for spoofed_thread in ["1023", "0", "another"] {
+        let spoofer = FakeServer::sending(move |request| {
+            let real = check_answer(request, "0");
+            let thread = match spoofed_thread {
+                "another" => {
+                    (thread_of(request).parse::<u32>().unwrap_or(2000) % 60000 + 1025).to_string()
+                }
+                thread => thread.to_owned(),
+            };
+            let spoofed = format!(
+                "Code: 200\nDiag: OK\nPV: 2.1\nThread: {thread}\nCount: 999\nWL-Count: 0\n"
+            );
+            vec![spoofed.into_bytes(), real]
         });
+        let home = Home::new(&[line(spoofer.address)]);
+        let port = spoofer.address.port().to_string();
+        let actual = ours(&home.args(&["check"]), &spam);
+        assert_eq!(
+            (actual.stdout_text().replace(&port, "PORT"), actual.exit()),
+            (
+                expected.stdout_text().replace(&honest_port, "PORT"),
+                expected.exit()
+            ),
+            "Thread {spoofed_thread}: {}",
+            actual.stderr_text()
+        );
+        // Python takes the first datagram: the spoofer's counts make its
+        // verdict, or its error hides the real answer.
+        let python = python(&home.args(&["check"]), &spam);
+        let shown = python.stdout_text();
+        match spoofed_thread {
+            "another" => assert!(shown.contains("received unexpected thread id"), "{shown}"),
+            _ => assert_eq!(
+                (shown, python.exit()),
+                (
+                    format!("127.0.0.1:{port}\t(200, 'OK')\t999\t0\n"),
+                    "0".to_owned()
+                )
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_count_that_is_no_number_is_shown_escaped_as_python_shows_it() {
+    let spam = message("Escapes.");
+    let server =
+        FakeServer::start(|request| Some(check_answer(request, "\x1b]0;owned\x07\x1b[2J5")));
+    let home = Home::new(&[line(server.address)]);
+    for command in ["check", "info"] {
+        let (expected, actual) = compare(&home, &[command], &spam);
+        // ValueError: invalid literal for int() with base 10: '\x1b]0;...'
+        let traceback = expected.stderr_text();
+        let python_repr = traceback
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("ValueError: invalid literal for int() with base 10: ")
+            })
+            .unwrap_or_else(|| panic!("{command}: Python's ValueError: {traceback}"));
+        assert_eq!(python_repr, r"'\x1b]0;owned\x07\x1b[2J5'");
+        let stderr = actual.stderr_text();
+        assert!(stderr.contains(python_repr), "{command}: {stderr}");
+        assert!(
+            !stderr.trim_end().chars().any(char::is_control),
+            "{command}: a control character on stderr: {stderr:?}"
+        );
     }
 }
 

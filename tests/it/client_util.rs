@@ -34,6 +34,12 @@ impl Home {
         std::fs::write(self.path().join(name), text).expect("write a homedir file");
     }
 
+    /// `--homedir HOME` followed by `args`.
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let homedir = self.path().to_str().expect("utf-8 temp path");
+        [&["--homedir", homedir], args].concat()
+    }
+
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
     }
@@ -67,9 +73,7 @@ pub fn compare_masked(
     stdin: &[u8],
     mask: impl Fn(&str) -> String,
 ) -> (Output, Output) {
-    let homedir = home.path().to_str().expect("utf-8 temp path");
-    let mut full = vec!["--homedir", homedir];
-    full.extend_from_slice(args);
+    let full = home.args(args);
     let expected = python(&full, stdin);
     let actual = ours(&full, stdin);
     assert_eq!(
@@ -145,6 +149,18 @@ impl FakeServer {
         address: SocketAddr,
         reply: impl Fn(&str) -> Option<Vec<u8>> + Send + 'static,
     ) -> FakeServer {
+        FakeServer::sending_on(address, move |request| reply(request).into_iter().collect())
+    }
+
+    /// A server that answers each request with several datagrams, in order.
+    pub fn sending(reply: impl Fn(&str) -> Vec<Vec<u8>> + Send + 'static) -> FakeServer {
+        FakeServer::sending_on(([127, 0, 0, 1], 0).into(), reply)
+    }
+
+    fn sending_on(
+        address: SocketAddr,
+        reply: impl Fn(&str) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> FakeServer {
         let socket = UdpSocket::bind(address).expect("bind a fake server");
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
@@ -159,7 +175,7 @@ impl FakeServer {
                     continue;
                 };
                 let request = String::from_utf8_lossy(&buffer[..length]).into_owned();
-                if let Some(answer) = reply(&request) {
+                for answer in reply(&request) {
                     let _ = socket.send_to(&answer, peer);
                 }
             }

@@ -264,7 +264,7 @@ fn exchange(
             continue;
         };
         let response = Response::parse(&buffer[..length]);
-        if response.verify(request.thread).is_ok() {
+        if response.answers(request.thread) && response.verify().is_ok() {
             return Some(response);
         }
     }

@@ -9,55 +9,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-/// `repr(str)`: single quotes unless the text has a single quote and no
-/// double quote; backslash escapes for the quote, backslash and
-/// non-printable characters.
-pub fn repr_str(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if is_printable(c) => out.push(c),
-            c if u32::from(c) <= 0xff => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c if u32::from(c) <= 0xffff => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", u32::from(c));
-            }
-        }
-    }
-    out.push(quote);
-    out
-}
-
-/// Python's `str.isprintable()` for one character, close enough for
-/// server Diag texts: controls, line and paragraph separators, format
-/// characters and spaces other than U+0020 are escaped.
-fn is_printable(c: char) -> bool {
-    !(c.is_control()
-        || matches!(
-            c,
-            '\u{a0}' | '\u{ad}' | '\u{1680}' | '\u{2000}'..='\u{200f}' | '\u{2028}'..='\u{202f}'
-                | '\u{205f}'..='\u{206f}' | '\u{3000}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
-                | '\u{e000}'..='\u{f8ff}'
-        ))
-}
+pub use pyzor_milter::protocol::repr::repr_str;
 
 /// `repr((code, diag))` as `ClientRunner` prints a response head.
 pub fn head_tuple(code: i64, diag: &str) -> String {
@@ -247,7 +199,6 @@ mod tests {
         assert_eq!(head_tuple(200, "OK"), "(200, 'OK')");
         assert_eq!(head_tuple(400, "doesn't"), "(400, \"doesn't\")");
         assert_eq!(head_tuple(1, "a\"b\x01\\"), "(1, 'a\"b\\x01\\\\')");
-        assert_eq!(repr_str("it's \"x\""), "'it\\'s \"x\"'");
     }
 
     #[test]
