@@ -1,6 +1,7 @@
 //! What the daemons' error lines share: an error written with every cause
-//! in its `source()` chain ([`Chain`]), and a limiter that turns a burst of
-//! like errors into one line and a count ([`Repeats`]).
+//! in its `source()` chain ([`Chain`]), a limiter that turns a burst of
+//! like errors into one line and a count ([`Repeats`]), and whether
+//! pyzord's usage log is written anywhere ([`usage_log`]).
 //!
 //! Installing the subscribers stays in `cli`; this module only shapes
 //! lines. Nothing here ever formats a key or a password: callers hand it
@@ -10,7 +11,37 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether pyzord's usage lines are written anywhere, as the daemon's log
+/// set-up said ([`set_usage_log`]); `USAGE_UNSET` until then.
+static USAGE_LOG: AtomicU8 = AtomicU8::new(USAGE_UNSET);
+const USAGE_UNSET: u8 = 0;
+const USAGE_OFF: u8 = 1;
+const USAGE_ON: u8 = 2;
+
+/// Says whether the usage lines (target `pyzord-usage`) go anywhere: the
+/// daemon's log set-up calls it once.
+pub fn set_usage_log(on: bool) {
+    let value = if on { USAGE_ON } else { USAGE_OFF };
+    USAGE_LOG.store(value, Ordering::Relaxed);
+}
+
+/// Whether a request's usage line is worth making. Set once by the
+/// daemon, rather than asked of tracing for each request: with per-layer
+/// filters, a `tracing::enabled!` query that no event follows leaves the
+/// thread's filter state behind, and the next event on that thread (a
+/// database failure's error line) is dropped by every layer that refused
+/// the query (tokio-rs/tracing#2519). Unset (the library used without the
+/// daemon's set-up), tracing is asked.
+pub fn usage_log() -> bool {
+    match USAGE_LOG.load(Ordering::Relaxed) {
+        USAGE_ON => true,
+        USAGE_OFF => false,
+        _ => tracing::enabled!(target: "pyzord-usage", tracing::Level::INFO),
+    }
+}
 
 /// An error and its causes, `what failed: why: why`, for a log line.
 pub struct Chain<'a>(pub &'a (dyn Error + 'static));

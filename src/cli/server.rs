@@ -399,6 +399,9 @@ fn init_logging(
         ),
         None => None,
     };
+    // RUST_LOG may show the usage lines on stderr: they are made then.
+    let usage_shown = usage.is_some() || debug || std::env::var_os("RUST_LOG").is_some();
+    pyzor_milter::logging::set_usage_log(usage_shown);
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(file)

@@ -266,8 +266,7 @@ pub fn begin(request: &Message, peer: IpAddr, context: &Context) -> Step {
     };
     match check(request, &user, context, &mut response) {
         Ok((operation, need)) => {
-            let usage = tracing::enabled!(target: "pyzord-usage", tracing::Level::INFO)
-                .then(|| usage_line(request, &user, peer));
+            let usage = crate::logging::usage_log().then(|| usage_line(request, &user, peer));
             let prepared = Prepared {
                 response,
                 operation,
