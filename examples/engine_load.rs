@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 LocalWrite {
                     kind: Kind::Report,
                     digests: vec![digest],
+                    request: None,
                     done: Box::new(move |outcome| {
                         if outcome.is_ok() {
                             committed.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,11 @@
 //! commits, so that reads are served while the commit (and its fsync, with
 //! `synchronous=FULL`) runs, and answers each write after COMMIT, together.
 //!
+//! A signed request must be new to the engine's replay table: a report or
+//! whitelist is remembered in the transaction that counts it, and is
+//! refused at its commit when it was there; a signed read is looked up in
+//! the table before it is answered, and its key joins the next commit.
+//!
 //! Under reads alone one thread does everything and the spares sleep: no
 //! wake-ups between threads, which were a fifth of a check's time when a
 //! task on the runtime served each datagram.
@@ -26,7 +31,7 @@ use super::Context;
 use super::datagrams::{self, Batch};
 use super::handler::{self, Found, Need, Step};
 use super::message::{Message, Response};
-use crate::storage::{CommitHooks, LocalStorage, LocalWrite};
+use crate::storage::{CommitHooks, Kind, LocalStorage, LocalWrite, Seen, SignedRequest};
 
 /// Serves `socket` on this thread until `stop` is set, taking turns with
 /// the other threads sharing `receiving`. The socket must be blocking with
@@ -146,6 +151,24 @@ fn answer(
             }
             Step::Query(prepared, need) => (prepared, need),
         };
+        let signed = prepared.signed();
+        if let Some(request) = signed
+            && !matches!(need, Need::Write(..))
+        {
+            match storage.remembered(&request.key) {
+                Ok(false) => writes.push(remember_only(request)),
+                Ok(true) => {
+                    let operation = prepared.operation();
+                    let response = prepared.replayed(context);
+                    answers.push((peer, recorded(context, operation, &response, received)));
+                    continue;
+                }
+                Err(error) => {
+                    answers.push((peer, finished(prepared, Err(error), context, received)));
+                    continue;
+                }
+            }
+        }
         let found = match need {
             Need::Nothing => Ok(Found::Nothing),
             Need::Record(digest) => {
@@ -157,18 +180,28 @@ fn answer(
                 let context = Arc::clone(context);
                 // The digests go on to the forwarder, when there is one.
                 let forwarded = context.forward.is_some().then(|| digests.clone());
-                let done = move |written: Result<(), _>| {
-                    let found = written.map(|()| {
-                        if let Some(digests) = &forwarded {
-                            handler::forward(&context, kind, digests);
+                let done = move |written: Result<Seen, _>| {
+                    let found = match written {
+                        Ok(Seen::Replayed) => {
+                            let operation = prepared.operation();
+                            let response = prepared.replayed(&context);
+                            let bytes = recorded(&context, operation, &response, received);
+                            return deliver(&socket, peer, bytes);
                         }
-                        Found::Written
-                    });
+                        Ok(Seen::New) => {
+                            if let Some(digests) = &forwarded {
+                                handler::forward(&context, kind, digests);
+                            }
+                            Ok(Found::Written)
+                        }
+                        Err(error) => Err(error),
+                    };
                     deliver(&socket, peer, finished(prepared, found, &context, received));
                 };
                 writes.push(LocalWrite {
                     kind,
                     digests,
+                    request: signed,
                     done: Box::new(done),
                 });
                 continue;
@@ -194,6 +227,17 @@ fn answer(
     datagrams::send_all(socket, &answers);
     if !writes.is_empty() {
         storage.write_all(writes, turn);
+    }
+}
+
+/// The write that puts a signed read's key in the replay table; its answer
+/// went out already.
+fn remember_only(request: SignedRequest) -> LocalWrite {
+    LocalWrite {
+        kind: Kind::Report,
+        digests: Vec::new(),
+        request: Some(request),
+        done: Box::new(|_| {}),
     }
 }
 

@@ -16,9 +16,9 @@ use super::Context;
 use super::access::ANONYMOUS;
 use super::message::{Message, PROTOCOL_VERSION, Response};
 use super::metrics::{Dropped, Rejection};
-use super::replay::Seen;
+use super::replay::{self, Seen};
 use crate::logging::Chain;
-use crate::storage::{Kind, Record, StorageError};
+use crate::storage::{Kind, Record, SignedRequest, StorageError};
 
 /// pyzor's `MAX_TIMESTAMP_DIFFERENCE`: how far a signed request's Time may
 /// be from ours, in seconds.
@@ -142,12 +142,32 @@ pub struct Prepared {
     operation: Operation,
     /// The usage log line but its code, when the usage log is on.
     usage: Option<String>,
+    /// The request, when signed by an account: the engine's replay table
+    /// must take it before it is served ([`crate::storage::Storage::remember`]).
+    signed: Option<SignedRequest>,
 }
 
 impl Prepared {
     /// The operation's name, for the metrics.
     pub fn operation(&self) -> &'static [u8] {
         self.operation.name().as_bytes()
+    }
+
+    /// The signed request the engine's replay table must take first.
+    pub fn signed(&self) -> Option<SignedRequest> {
+        self.signed
+    }
+
+    /// Refuses the request as a replay, which the engine's replay table
+    /// found (served before by this pyzord before a restart, or by another
+    /// on the same database).
+    pub fn replayed(self, context: &Context) -> Response {
+        context.metrics.reject(Rejection::Replayed);
+        let error = RequestError::Signature(REPLAYED);
+        if let Some(usage) = self.usage {
+            tracing::info!(target: "pyzord-usage", "{usage},{}", error.code());
+        }
+        failed(self.response, &error)
     }
 
     /// Answers the request with what the database gave, or with pyzord's
@@ -157,6 +177,7 @@ impl Prepared {
             mut response,
             operation,
             usage,
+            signed: _,
         } = self;
         match found {
             Ok(Found::Record(record)) => {
@@ -224,6 +245,16 @@ pub async fn handle(request: &Message, peer: IpAddr, context: &Context) -> Optio
         Step::Query(prepared, need) => (prepared, need),
     };
     let storage = &context.storage;
+    if let Some(remembered) = prepared
+        .signed()
+        .and_then(|signed| storage.remember(signed))
+    {
+        match remembered.await {
+            Ok(Seen::New) => {}
+            Ok(Seen::Replayed) => return Some(prepared.replayed(context)),
+            Err(error) => return Some(prepared.finish(Err(error), context)),
+        }
+    }
     let found = match need {
         Need::Nothing => Ok(Found::Nothing),
         Need::Record(digest) => storage.get(&digest).await.map(Found::Record),
@@ -265,12 +296,13 @@ pub fn begin(request: &Message, peer: IpAddr, context: &Context) -> Step {
         _ => ANONYMOUS.into(),
     };
     match check(request, &user, context, &mut response) {
-        Ok((operation, need)) => {
+        Ok((operation, need, signed)) => {
             let usage = crate::logging::usage_log().then(|| usage_line(request, &user, peer));
             let prepared = Prepared {
                 response,
                 operation,
                 usage,
+                signed,
             };
             Step::Query(prepared, need)
         }
@@ -300,15 +332,20 @@ fn failed(mut response: Response, error: &RequestError) -> Response {
     response
 }
 
+/// The Diag of a replayed signed request.
+const REPLAYED: &str = "Signature already used.";
+
 /// pyzor's checks (signature, protocol version, ACL, operation, digests);
-/// returns the operation and what it needs from the database.
+/// returns the operation, what it needs from the database, and the signed
+/// request for the engine's replay table.
 fn check(
     request: &Message,
     user: &str,
     context: &Context,
     response: &mut Response,
-) -> Result<(Operation, Need), RequestError> {
+) -> Result<(Operation, Need, Option<SignedRequest>), RequestError> {
     let access = context.access();
+    let mut signed = None;
     if user != ANONYMOUS {
         if !request.get("User").unwrap_or_default().is_ascii() {
             return Err(RequestError::Internal(UNHASHABLE_HEADER.into()));
@@ -319,13 +356,14 @@ fn check(
             .ok_or(RequestError::Signature("Unknown user."))?;
         let now = now_f64();
         let time = verify_signature(request, user, key, now)?;
-        let signature = request.get("Sig").unwrap_or_default();
+        let key = replay::request_key(user, request.get("Sig").unwrap_or_default());
         // Forgotten once the Time is out of the window, which then refuses it.
         let forget_at = time.saturating_add(MAX_TIMESTAMP_DIFFERENCE_SECS as i64 + 1);
-        if context.replay.check(user, signature, forget_at, now as i64) == Seen::Replayed {
+        if context.replay.check(user, key, forget_at, now as i64) == Seen::Replayed {
             context.metrics.reject(Rejection::Replayed);
-            return Err(RequestError::Signature("Signature already used."));
+            return Err(RequestError::Signature(REPLAYED));
         }
+        signed = Some(SignedRequest { key, forget_at });
     }
     check_version(request.get("PV"))?;
     let operation = match request.get("Op") {
@@ -338,7 +376,7 @@ fn check(
     }
     let operation = Operation::parse(&operation).ok_or(RequestError::NotImplemented)?;
     let Some(digests) = request.get_all("Op-Digest") else {
-        return Ok((operation, Need::Nothing));
+        return Ok((operation, Need::Nothing, signed));
     };
     if digests.len() > MAX_DIGESTS_PER_REQUEST {
         context.metrics.reject(Rejection::TooManyDigests);
@@ -370,7 +408,7 @@ fn check(
             Need::Write(Kind::Whitelist, digests.iter().map(|d| text(d)).collect())
         }
     };
-    Ok((operation, need))
+    Ok((operation, need, signed))
 }
 
 fn info_fields(record: &Record, response: &mut Response) {

@@ -4,8 +4,11 @@
 //! a Python pyzord gdbm file ([`gdbm`]).
 //!
 //! An engine knows nothing of the wire protocol, of access control or of
-//! forwarding; it stores counts and times. Times are Unix seconds, as
-//! pyzor's `info` reports them (`time.mktime` of the stored local time).
+//! forwarding; it stores counts and times, and the keys of the signed
+//! requests it served ([`Storage::remember`]), so that every pyzord on the
+//! database, and the same one after a restart, refuses a replay. Times are
+//! Unix seconds, as pyzor's `info` reports them (`time.mktime` of the
+//! stored local time).
 
 pub mod gdbm;
 pub mod mysql;
@@ -62,6 +65,26 @@ pub enum Kind {
     Whitelist,
 }
 
+/// The key of a signed request: the SHA-1 of its user and signature.
+pub type RequestKey = [u8; 20];
+
+/// A signed request to remember, and the Unix second from which it may be
+/// forgotten (its Time is then out of pyzor's window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedRequest {
+    pub key: RequestKey,
+    pub forget_at: i64,
+}
+
+/// Whether a signed request was served before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First time: remembered now.
+    New,
+    /// Served before: a replay.
+    Replayed,
+}
+
 /// One page of records read for `migrate`, and where the next page starts.
 pub type Page = (Vec<(String, Record)>, Option<String>);
 
@@ -84,6 +107,14 @@ pub trait Storage: Send + Sync {
     /// Deletes the records not updated for `max_age_secs`; returns how many
     /// went. Engines that expire by themselves (Redis) return 0.
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64>;
+
+    /// Remembers a signed request unless it is remembered already, in one
+    /// atomic step, so that of two pyzords on the database that get the
+    /// same request only one serves it. `None` when the engine keeps no
+    /// table of them (pyzord's in-memory cache is then all there is).
+    fn remember(&self, _request: SignedRequest) -> Option<StorageFuture<'_, Seen>> {
+        None
+    }
 
     /// The engine's calls on the caller's thread, when it is a local file
     /// whose calls never wait on the network (pyzord then serves it from
@@ -111,6 +142,11 @@ pub trait LocalStorage: Send + Sync {
     /// The record of one digest, `None` when it was never stored. Never
     /// waits for a write.
     fn get_now(&self, digest: &str) -> Result<Option<Record>, StorageError>;
+
+    /// Whether a signed request is in the engine's table of those served,
+    /// as far as committed (a read, for requests answered before any
+    /// commit; their keys reach the table with a [`LocalWrite`]).
+    fn remembered(&self, key: &RequestKey) -> Result<bool, StorageError>;
 
     /// The records of several digests, read from one snapshot of the
     /// database (one read transaction rather than one per digest).
@@ -141,11 +177,16 @@ pub trait CommitHooks {
 /// No hooks.
 impl CommitHooks for () {}
 
-/// A report or whitelist for [`LocalStorage::write_all`].
+/// A report or whitelist for [`LocalStorage::write_all`], or with no
+/// digests the key of a signed read to remember.
 pub struct LocalWrite {
     pub kind: Kind,
     pub digests: Vec<String>,
-    pub done: Box<dyn FnOnce(Result<(), StorageError>) + Send>,
+    /// The signed request to remember in the same transaction: when it is
+    /// remembered already, nothing is written and `done` hears
+    /// [`Seen::Replayed`].
+    pub request: Option<SignedRequest>,
+    pub done: Box<dyn FnOnce(Result<Seen, StorageError>) + Send>,
 }
 
 /// The engine names of pyzor's `-e`/`Engine` setting that we know.

@@ -5,6 +5,16 @@
 //! `r_updated`. Times are DATETIME in the server's time zone, converted with
 //! `UNIX_TIMESTAMP`/`FROM_UNIXTIME` as pyzor converts with `time.mktime`.
 //!
+//! The signed requests served are rows of a table of our own beside
+//! pyzor's, named after it (`<table>_replay`), created when missing:
+//! `INSERT IGNORE` on its primary key is one atomic step, so of two
+//! pyzords on the database only one serves a request. A task deletes the
+//! rows whose time has come once a minute, in batches of
+//! [`FORGET_BATCH`] rows so that no statement holds its locks for long.
+//! When the table can be neither created nor read (a user without the
+//! CREATE privilege), each pyzord refuses replays from its own memory
+//! only, and says so at start.
+//!
 //! Connections come from a pool; a broken one is dropped and the pool opens
 //! a new one, so pyzord reconnects by itself after MariaDB restarts. Every
 //! call (taking a connection included: a connect to a dead host has no
@@ -16,7 +26,10 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 
-use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, bounded, now_secs};
+use super::{
+    Kind, Page, Record, Seen, SignedRequest, Storage, StorageError, StorageFuture, bounded,
+    now_secs,
+};
 
 /// The port MySQLdb uses when neither the DSN nor MYSQL_TCP_PORT name one.
 const DEFAULT_PORT: u16 = 3306;
@@ -30,10 +43,28 @@ const MAX_CONNECTIONS: usize = 16;
 /// The engine's name in errors.
 const ENGINE: &str = "mysql";
 
+/// How often expired signed requests are deleted.
+const FORGET_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most rows one statement deletes.
+const FORGET_BATCH: u64 = 1000;
+
 /// The MySQL engine.
 pub struct MysqlStorage {
     pool: Pool,
     table: String,
+    /// The table of signed requests served, when it could be made.
+    replay_table: Option<String>,
+    /// The task deleting expired signed requests.
+    forgetting: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for MysqlStorage {
+    fn drop(&mut self) {
+        if let Some(task) = &self.forgetting {
+            task.abort();
+        }
+    }
 }
 
 /// pyzor's MySQL DSN `host,user,password,db,table`, with the port from
@@ -100,6 +131,51 @@ fn create_table(table: &str) -> String {
     )
 }
 
+/// Our table of signed requests served: the SHA-1 of each request's user
+/// and signature, and the Unix second from which it may be forgotten.
+fn create_replay_table(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+          request BINARY(20) NOT NULL, forget_at BIGINT NOT NULL,
+          PRIMARY KEY (request), KEY forget_at (forget_at))"
+    )
+}
+
+/// Makes sure the replay table exists and can be read.
+async fn open_replay_table(pool: &Pool, table: &str) -> Result<(), StorageError> {
+    let mut connection = bounded(ENGINE, pool.get_conn()).await?;
+    if let Err(error) = bounded(ENGINE, connection.query_drop(create_replay_table(table))).await {
+        tracing::debug!(table, %error, "cannot create the replay table");
+    }
+    let probe = format!("SELECT request FROM {table} LIMIT 0");
+    bounded(ENGINE, connection.query_drop(probe)).await
+}
+
+/// Deletes the expired rows of the replay table every [`FORGET_PERIOD`].
+async fn forget_expired(pool: Pool, table: String) {
+    let sql = format!("DELETE FROM {table} WHERE forget_at <= ? LIMIT {FORGET_BATCH}");
+    let mut interval = tokio::time::interval(FORGET_PERIOD);
+    loop {
+        interval.tick().await;
+        loop {
+            let deleted = bounded(ENGINE, async {
+                let mut connection = pool.get_conn().await?;
+                connection.exec_drop(&sql, (now_secs(),)).await?;
+                Ok::<_, mysql_async::Error>(connection.affected_rows())
+            })
+            .await;
+            match deleted {
+                Ok(deleted) if deleted == FORGET_BATCH => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot delete expired signed requests");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 fn record_from(row: &Row, first: usize) -> Record {
     let get = |index: usize| row.get::<Option<i64>, _>(index).flatten();
     Record {
@@ -129,7 +205,29 @@ impl MysqlStorage {
         if let Err(error) = bounded(ENGINE, connection.query_drop(create_table(&table))).await {
             tracing::warn!(table, %error, "cannot create the table; using it as it is");
         }
-        Ok(Self { pool, table })
+        drop(connection);
+        let replay = format!("{table}_replay");
+        let replay_table = match open_replay_table(&pool, &replay).await {
+            Ok(()) => Some(replay),
+            Err(error) => {
+                tracing::warn!(
+                    table = replay,
+                    "cannot create or read the replay table: each pyzord refuses replays \
+                     from its own memory only, and forgets them when it restarts: {}",
+                    crate::logging::Chain(&error)
+                );
+                None
+            }
+        };
+        let forgetting = replay_table.as_ref().map(|replay| {
+            tokio::spawn(forget_expired(pool.clone(), replay.clone())).abort_handle()
+        });
+        Ok(Self {
+            pool,
+            table,
+            replay_table,
+            forgetting,
+        })
     }
 }
 
@@ -224,6 +322,21 @@ impl Storage for MysqlStorage {
             };
             Ok((records, next))
         })
+    }
+
+    fn remember(&self, request: SignedRequest) -> Option<StorageFuture<'_, Seen>> {
+        let table = self.replay_table.as_ref()?;
+        Some(Box::pin(async move {
+            let sql = format!("INSERT IGNORE INTO {table} (request, forget_at) VALUES (?, ?)");
+            let added = bounded(ENGINE, async {
+                let mut connection = self.pool.get_conn().await?;
+                let key = request.key.to_vec();
+                connection.exec_drop(sql, (key, request.forget_at)).await?;
+                Ok::<_, mysql_async::Error>(connection.affected_rows())
+            })
+            .await?;
+            Ok(if added > 0 { Seen::New } else { Seen::Replayed })
+        }))
     }
 
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64> {

@@ -4,6 +4,12 @@
 //! `wl_updated` (times as Unix seconds, 0 for never), and an EXPIRE of
 //! CleanupAge refreshed at every write, as pyzor's `redis_.py` does.
 //!
+//! The signed requests served are keys of their own, `pyzord.replay_v1.`
+//! and the hex SHA-1 of the request's user and signature, set with `SET
+//! NX EX` until the request's Time leaves pyzor's window: one atomic step
+//! on one key, so of two pyzords on the database (a Cluster too) only one
+//! serves a request, and Python pyzord never reads them.
+//!
 //! The connection manager reconnects by itself after Redis restarts: a
 //! request that meets a dead connection fails and starts a reconnection,
 //! which the next requests wait for. Every call is bounded by
@@ -22,10 +28,16 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo};
 
-use super::{Kind, Page, Record, Storage, StorageError, StorageFuture, bounded, now_secs};
+use super::{
+    Kind, Page, Record, Seen, SignedRequest, Storage, StorageError, StorageFuture, bounded,
+    now_secs,
+};
 
 /// pyzor's key prefix, `"pyzord.digest_v%s" % VERSION` with VERSION "1".
 const NAMESPACE: &str = "pyzord.digest_v1.";
+
+/// The prefix of the keys of signed requests served (ours; pyzor has none).
+const REPLAY_NAMESPACE: &str = "pyzord.replay_v1.";
 
 /// pyzor's defaults for empty DSN fields (`redis_.py`).
 const DEFAULT_HOST: &str = "localhost";
@@ -235,6 +247,22 @@ impl Storage for RedisStorage {
             }
             Ok((records, (next != "0").then_some(next)))
         })
+    }
+
+    fn remember(&self, request: SignedRequest) -> Option<StorageFuture<'_, Seen>> {
+        Some(Box::pin(async move {
+            let key = format!("{REPLAY_NAMESPACE}{}", hex::encode(request.key));
+            let ttl = request.forget_at.saturating_sub(now_secs()).max(1);
+            let mut command = redis::cmd("SET");
+            command.arg(key).arg(1).arg("NX").arg("EX").arg(ttl);
+            let mut connection = self.connection.clone();
+            let set: Option<String> = bounded(ENGINE, command.query_async(&mut connection)).await?;
+            Ok(if set.is_some() {
+                Seen::New
+            } else {
+                Seen::Replayed
+            })
+        }))
     }
 
     fn cleanup(&self, _max_age_secs: u64) -> StorageFuture<'_, u64> {

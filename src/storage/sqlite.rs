@@ -1,5 +1,7 @@
 //! The embedded default engine: one SQLite file in WAL mode holding the
-//! `digests` table of pyzor's MySQL schema (times as Unix seconds).
+//! `digests` table of pyzor's MySQL schema (times as Unix seconds), and
+//! the `replay` table of the signed requests served within pyzor's time
+//! window, so that a replay is refused after a restart too.
 //!
 //! Writes are group-committed on the only writing connection, by whichever
 //! caller finds no commit under way (the committer): it takes every write
@@ -15,6 +17,18 @@
 //! connections and, thanks to WAL, never wait for the writer. A thread of
 //! its own copies the WAL back into the database file ([`checkpoint`])
 //! and follows the file when it is removed or replaced ([`file`]).
+//!
+//! A signed report or whitelist remembers its request in the transaction
+//! that counts it: it is counted only if its key was not there, so an
+//! acknowledged report is never counted again, crash or not, and the key
+//! costs no commit of its own. A signed read (check, info, ping) is
+//! answered before its key is committed: it is looked up in the table
+//! first ([`LocalStorage::remembered`]) and its key joins the next commit
+//! without its answer waiting (a replayed read changes nothing, so a
+//! crash that loses the last keys of reads costs nothing, and reads never
+//! wait for a commit). Each transaction that remembers requests deletes
+//! twice as many expired ones at most, so the table keeps up with what
+//! comes in and no commit does much more than its own writes.
 //!
 //! The queue is bounded ([`MAX_PENDING_DIGESTS`]): past it, a report or
 //! whitelist is refused at once with [`StorageError::QueueFull`] (pyzord
@@ -35,8 +49,8 @@ use checkpoint::checkpoint_loop;
 use file::{Database, FileState};
 
 use super::{
-    CommitHooks, Durability, Kind, LocalStorage, LocalWrite, Page, Record, Storage, StorageError,
-    StorageFuture, WriteQueue, now_secs,
+    CommitHooks, Durability, Kind, LocalStorage, LocalWrite, Page, Record, RequestKey, Seen,
+    SignedRequest, Storage, StorageError, StorageFuture, WriteQueue, now_secs,
 };
 
 mod checkpoint;
@@ -70,7 +84,22 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS digests (
     wl_entered INTEGER,
     r_updated INTEGER,
     wl_updated INTEGER
-) WITHOUT ROWID";
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replay (
+    request BLOB NOT NULL PRIMARY KEY,
+    forget_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replay_forget_at ON replay (forget_at)";
+
+/// Remembers a signed request (the SHA-1 of its user and signature) unless
+/// it is there already.
+const REMEMBER: &str = "INSERT OR IGNORE INTO replay (request, forget_at) VALUES (?1, ?2)";
+
+const REMEMBERED: &str = "SELECT 1 FROM replay WHERE request = ?1";
+
+/// Deletes up to ?2 signed requests whose time has come.
+const FORGET: &str = "DELETE FROM replay WHERE rowid IN
+    (SELECT rowid FROM replay WHERE forget_at <= ?1 LIMIT ?2)";
 
 const SELECT_ONE: &str = "SELECT r_count, wl_count, r_entered, r_updated, wl_entered, wl_updated
     FROM digests WHERE digest = ?1";
@@ -97,7 +126,9 @@ const CLEANUP: &str = "DELETE FROM digests
 
 /// One write.
 enum Write {
-    Increment(Kind, Vec<String>),
+    /// Counts the digests, unless the signed request is remembered
+    /// already; with no digests, only remembers the request.
+    Increment(Kind, Vec<String>, Option<SignedRequest>),
     Put(Vec<(String, Record)>),
     Cleanup(i64),
 }
@@ -110,9 +141,27 @@ struct Queued {
     done: Done,
 }
 
-/// Who to tell how a write ended: how many records a cleanup deleted, or
-/// the error that failed its transaction.
-type Done = Box<dyn FnOnce(Result<u64, StorageError>) + Send>;
+/// Who to tell how a write ended: how it was applied, or the error that
+/// failed its transaction.
+type Done = Box<dyn FnOnce(Result<Applied, StorageError>) + Send>;
+
+/// How a write ended in a transaction that committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Applied; how many records a cleanup deleted.
+    Done(u64),
+    /// Its signed request was remembered already: nothing was written.
+    Replayed,
+}
+
+impl Applied {
+    fn seen(self) -> Seen {
+        match self {
+            Applied::Done(_) => Seen::New,
+            Applied::Replayed => Seen::Replayed,
+        }
+    }
+}
 
 /// The writing side: the one writing connection and the writes waiting
 /// for the next commit.
@@ -153,7 +202,7 @@ impl Write {
     /// cleanups count for none, so they are never refused.
     fn bounded_digests(&self) -> usize {
         match self {
-            Write::Increment(_, digests) => digests.len().max(1),
+            Write::Increment(_, digests, _) => digests.len().max(1),
             Write::Put(_) | Write::Cleanup(_) => 0,
         }
     }
@@ -368,7 +417,7 @@ impl SqliteStorage {
     /// A write committed on this task (see the module doc). A committer
     /// first yields once, so that the writes of the requests ready to run
     /// join its transaction.
-    async fn write(&self, write: Write) -> Result<u64, StorageError> {
+    async fn write(&self, write: Write) -> Result<Applied, StorageError> {
         let (reply, answer) = oneshot::channel();
         if self.writer.admit([Queued::reply(write, reply)], &()) {
             let committer = Committer(&self.writer);
@@ -379,7 +428,7 @@ impl SqliteStorage {
     }
 
     /// A write that may take long, committed on a blocking thread.
-    async fn write_blocking(&self, write: Write) -> Result<u64, StorageError> {
+    async fn write_blocking(&self, write: Write) -> Result<Applied, StorageError> {
         let (reply, answer) = oneshot::channel();
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
@@ -395,7 +444,7 @@ impl SqliteStorage {
 
 impl Queued {
     /// A write whose outcome goes to a waiting task.
-    fn reply(write: Write, reply: oneshot::Sender<Result<u64, StorageError>>) -> Self {
+    fn reply(write: Write, reply: oneshot::Sender<Result<Applied, StorageError>>) -> Self {
         Queued {
             write,
             done: Box::new(move |outcome| {
@@ -412,6 +461,16 @@ impl LocalStorage for SqliteStorage {
                 .prepare_cached(SELECT_ONE)?
                 .query_row([digest], |row| record_from_row(row, 0))
                 .optional()
+        })
+    }
+
+    fn remembered(&self, key: &RequestKey) -> Result<bool, StorageError> {
+        self.read(|connection| {
+            let found = connection
+                .prepare_cached(REMEMBERED)?
+                .query_row([key.as_slice()], |_| Ok(()))
+                .optional()?;
+            Ok(found.is_some())
         })
     }
 
@@ -438,8 +497,8 @@ impl LocalStorage for SqliteStorage {
 
     fn write_all(&self, writes: Vec<LocalWrite>, hooks: &dyn CommitHooks) {
         let queued = writes.into_iter().map(|write| Queued {
-            write: Write::Increment(write.kind, write.digests),
-            done: Box::new(move |outcome| (write.done)(outcome.map(|_| ()))),
+            write: Write::Increment(write.kind, write.digests, write.request),
+            done: Box::new(move |outcome| (write.done)(outcome.map(Applied::seen))),
         });
         if self.writer.admit(queued, hooks) {
             self.writer.commit_pending(hooks);
@@ -464,8 +523,15 @@ impl Storage for SqliteStorage {
     }
 
     fn increment<'a>(&'a self, kind: Kind, digests: &'a [String]) -> StorageFuture<'a, ()> {
-        let write = Write::Increment(kind, digests.to_vec());
+        let write = Write::Increment(kind, digests.to_vec(), None);
         Box::pin(async move { self.write(write).await.map(|_| ()) })
+    }
+
+    fn remember(&self, request: SignedRequest) -> Option<StorageFuture<'_, Seen>> {
+        let write = Write::Increment(Kind::Report, Vec::new(), Some(request));
+        Some(Box::pin(async move {
+            self.write(write).await.map(Applied::seen)
+        }))
     }
 
     fn put_many<'a>(&'a self, records: &'a [(String, Record)]) -> StorageFuture<'a, ()> {
@@ -497,7 +563,12 @@ impl Storage for SqliteStorage {
 
     fn cleanup(&self, max_age_secs: u64) -> StorageFuture<'_, u64> {
         let breakpoint = now_secs().saturating_sub(i64::try_from(max_age_secs).unwrap_or(0));
-        Box::pin(self.write_blocking(Write::Cleanup(breakpoint)))
+        Box::pin(async move {
+            match self.write_blocking(Write::Cleanup(breakpoint)).await? {
+                Applied::Done(deleted) => Ok(deleted),
+                Applied::Replayed => Ok(0),
+            }
+        })
     }
 
     fn as_local(&self) -> Option<&dyn LocalStorage> {
@@ -535,7 +606,7 @@ fn commit_to_file(database: &mut Database, state: &FileState, batch: Vec<Queued>
 }
 
 /// Who to tell what, once a transaction ended.
-type Told = Vec<(Done, Result<u64, StorageError>)>;
+type Told = Vec<(Done, Result<Applied, StorageError>)>;
 
 /// Applies a batch in transactions of at most [`MAX_WRITES_PER_COMMIT`]
 /// writes; returns each caller's outcome, for after the commit: how many
@@ -546,15 +617,17 @@ fn commit_batch(connection: &Connection, mut batch: Vec<Queued>) -> Told {
         let rest = batch.split_off(batch.len().min(MAX_WRITES_PER_COMMIT));
         let now = now_secs();
         let outcome = in_transaction(connection, |connection| {
-            batch
+            let applied = batch
                 .iter()
                 .map(|queued| apply(connection, &queued.write, now))
-                .collect::<rusqlite::Result<Vec<u64>>>()
+                .collect::<rusqlite::Result<Vec<Applied>>>()?;
+            forget_expired(connection, &batch, now)?;
+            Ok(applied)
         });
         match outcome {
-            Ok(deleted) => {
-                for (queued, count) in batch.into_iter().zip(deleted) {
-                    told.push((queued.done, Ok(count)));
+            Ok(applied) => {
+                for (queued, applied) in batch.into_iter().zip(applied) {
+                    told.push((queued.done, Ok(applied)));
                 }
             }
             Err(error) => {
@@ -593,9 +666,33 @@ fn in_transaction<T>(
     result
 }
 
-fn apply(connection: &Connection, write: &Write, now: i64) -> rusqlite::Result<u64> {
+/// Deletes expired signed requests, twice as many at most as the batch
+/// remembers: the table keeps up, and a commit stays short.
+fn forget_expired(connection: &Connection, batch: &[Queued], now: i64) -> rusqlite::Result<()> {
+    let remembered = batch
+        .iter()
+        .filter(|queued| matches!(queued.write, Write::Increment(_, _, Some(_))))
+        .count();
+    if remembered > 0 {
+        let limit = i64::try_from(remembered * 2).unwrap_or(i64::MAX);
+        connection
+            .prepare_cached(FORGET)?
+            .execute(params![now, limit])?;
+    }
+    Ok(())
+}
+
+fn apply(connection: &Connection, write: &Write, now: i64) -> rusqlite::Result<Applied> {
     match write {
-        Write::Increment(kind, digests) => {
+        Write::Increment(kind, digests, request) => {
+            if let Some(request) = request {
+                let added = connection
+                    .prepare_cached(REMEMBER)?
+                    .execute(params![request.key.as_slice(), request.forget_at])?;
+                if added == 0 {
+                    return Ok(Applied::Replayed);
+                }
+            }
             let sql = match kind {
                 Kind::Report => REPORT,
                 Kind::Whitelist => WHITELIST,
@@ -604,7 +701,7 @@ fn apply(connection: &Connection, write: &Write, now: i64) -> rusqlite::Result<u
             for digest in digests {
                 statement.execute(params![digest, now])?;
             }
-            Ok(0)
+            Ok(Applied::Done(0))
         }
         Write::Put(records) => {
             let mut statement = connection.prepare_cached(PUT)?;
@@ -619,9 +716,11 @@ fn apply(connection: &Connection, write: &Write, now: i64) -> rusqlite::Result<u
                     record.whitelist_updated,
                 ])?;
             }
-            Ok(0)
+            Ok(Applied::Done(0))
         }
-        Write::Cleanup(breakpoint) => Ok(connection.execute(CLEANUP, [breakpoint])? as u64),
+        Write::Cleanup(breakpoint) => Ok(Applied::Done(
+            connection.execute(CLEANUP, [breakpoint])? as u64
+        )),
     }
 }
 

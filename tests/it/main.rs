@@ -13,6 +13,7 @@ mod forwarding;
 mod milter;
 mod packaging;
 mod reload;
+mod replay;
 mod server;
 mod server_abuse;
 mod server_util;

@@ -301,7 +301,10 @@ mod tests {
         let write = LocalWrite {
             kind: Kind::Report,
             digests: vec![digest.to_owned()],
-            done: Box::new(move |result| *told.lock().expect("outcome") = Some(result)),
+            request: None,
+            done: Box::new(move |result| {
+                *told.lock().expect("outcome") = Some(result.map(|_| ()));
+            }),
         };
         storage.write_all(vec![write], &());
         let result = outcome.lock().expect("outcome").take();

@@ -1,5 +1,5 @@
 //! The SQLite engine's unit tests: counts, paging and cleanup through the
-//! [`Storage`] calls, the commit queue's bound, and the rollback of a failed
+//! [`Storage`] calls, the replay table, the commit queue's bound, and the rollback of a failed
 //! transaction. They open their files under the temporary directory and
 //! must not depend on one another or on the checkpoint thread's timing.
 
@@ -71,7 +71,7 @@ fn a_full_commit_queue_refuses_writes_until_its_commit() {
             .map(|n| format!("{index:020}{n:020}"))
             .collect();
         Queued {
-            write: Write::Increment(Kind::Report, digests),
+            write: Write::Increment(Kind::Report, digests, None),
             done: Box::new(move |outcome| lock(&outcomes).push((index, outcome))),
         }
     };
@@ -116,7 +116,10 @@ fn a_full_commit_queue_refuses_writes_until_its_commit() {
     // Room again.
     assert!(storage.writer.admit([write(fitting + 1, 1)], &()));
     storage.writer.commit_pending(&());
-    assert!(matches!(lock(&outcomes).last(), Some((_, Ok(0)))));
+    assert!(matches!(
+        lock(&outcomes).last(),
+        Some((_, Ok(Applied::Done(0))))
+    ));
 }
 
 #[test]
@@ -140,4 +143,81 @@ fn a_failed_transaction_is_rolled_back_and_the_next_one_commits() {
         .collect::<rusqlite::Result<_>>()
         .expect("digests");
     assert_eq!(digests, ["b"]);
+}
+
+/// Reports `digests` as one signed request on this thread; returns what
+/// its commit said.
+fn signed_report(storage: &SqliteStorage, digests: &[&str], request: SignedRequest) -> Seen {
+    let outcome = Arc::new(Mutex::new(None));
+    let told = Arc::clone(&outcome);
+    let write = LocalWrite {
+        kind: Kind::Report,
+        digests: digests.iter().map(|digest| (*digest).to_owned()).collect(),
+        request: Some(request),
+        done: Box::new(move |result| *lock(&told) = Some(result)),
+    };
+    storage.write_all(vec![write], &());
+    let result = lock(&outcome).take();
+    result.expect("committed on this thread").expect("commit")
+}
+
+#[tokio::test]
+async fn a_remembered_request_counts_once_even_after_reopening() {
+    let path = temp_path("replay");
+    let now = now_secs();
+    let request = SignedRequest {
+        key: [7; 20],
+        forget_at: now + 300,
+    };
+    let digest = "c".repeat(40);
+    {
+        let storage = SqliteStorage::open(&path).expect("open");
+        assert!(!storage.remembered(&request.key).expect("read"));
+        assert_eq!(signed_report(&storage, &[&digest], request), Seen::New);
+        assert!(storage.remembered(&request.key).expect("read"));
+    }
+    let storage = SqliteStorage::open(&path).expect("open again");
+    assert_eq!(signed_report(&storage, &[&digest], request), Seen::Replayed);
+    let remember = storage.remember(request).expect("a replay table");
+    assert_eq!(remember.await.expect("remember"), Seen::Replayed);
+    let record = storage.get_now(&digest).expect("read").expect("stored");
+    assert_eq!(record.report_count, 1, "the replay was not counted");
+    let other = SignedRequest {
+        key: [8; 20],
+        forget_at: now + 300,
+    };
+    let remember = storage.remember(other).expect("a replay table");
+    assert_eq!(remember.await.expect("remember"), Seen::New);
+}
+
+#[test]
+fn expired_requests_are_forgotten_twice_as_fast_as_new_ones_come() {
+    let storage = SqliteStorage::open(&temp_path("forget")).expect("open");
+    let now = now_secs();
+    {
+        let database = lock(&storage.writer.connection);
+        let connection = database.connection().expect("open");
+        for index in 0u8..10 {
+            connection
+                .execute(REMEMBER, params![[index; 20].as_slice(), now - 1])
+                .expect("insert");
+        }
+    }
+    let rows = || -> i64 {
+        storage
+            .read(|connection| {
+                connection.query_row("SELECT COUNT(*) FROM replay", [], |row| row.get(0))
+            })
+            .expect("count")
+    };
+    let fresh = |index: u8| SignedRequest {
+        key: [100 + index; 20],
+        forget_at: now + 300,
+    };
+    assert_eq!(signed_report(&storage, &[], fresh(0)), Seen::New);
+    assert_eq!(rows(), 10 - 2 + 1);
+    for index in 1..5 {
+        assert_eq!(signed_report(&storage, &[], fresh(index)), Seen::New);
+    }
+    assert_eq!(rows(), 5, "the ten expired went, the five fresh stay");
 }
