@@ -3,6 +3,9 @@
 //!
 //! Map of the modules, leaves first:
 //!
+//! - [`python`]: the parts of CPython 3.11's semantics pyzor depends on
+//!   (`int()`, `str.isspace()`, `strip`, `split`, `splitlines`, text-mode
+//!   file lines, `repr()`), for every other module. No I/O.
 //! - [`digest`]: message bytes in, Pyzor digest out, exactly as Python pyzor
 //!   1.1.2 computes it on CPython 3.11 (its MIME walk, charsets, HTML
 //!   stripping and line normalisation). No I/O, no logging.
@@ -30,5 +33,6 @@ pub mod logging;
 pub mod mbox;
 pub mod milter;
 pub mod protocol;
+pub mod python;
 pub mod server;
 pub mod storage;

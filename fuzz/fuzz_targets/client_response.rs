@@ -7,10 +7,11 @@
 use libfuzzer_sys::fuzz_target;
 use pyzor_milter::client;
 use pyzor_milter::protocol::{self, Response, ResponseError, ThreadId, header};
+use pyzor_milter::python;
 
 fuzz_target!(|data: &[u8]| {
     let block = header::parse(data);
-    assert!(block.body_start <= data.len());
+    assert!(block.body.len() <= data.len());
     for (name, value) in &block.fields {
         // headerRE: a name of printable ASCII without colon.
         assert!(!name.is_empty(), "empty field name");
@@ -30,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
     let ours = ThreadId::from_random(data.len() as u64);
     let carried = response
         .get("Thread")
-        .and_then(protocol::python_int)
+        .filter(|thread| thread.is_ascii())
+        .and_then(|thread| python::int(thread).ok()?.exact())
         .and_then(|thread| u16::try_from(thread).ok());
     match client::answer_to(data, &[ours]) {
         Some(answer) => {
@@ -42,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(thread) = carried.and_then(ThreadId::new) {
         assert!(client::answer_to(data, &[thread]).is_some());
         let other = ThreadId::from_random(u64::from(thread.get()) + 1);
-        assert!(client::answer_to(data, &[other]).is_none(), "{other} took {thread}'s answer");
+        assert!(
+            client::answer_to(data, &[other]).is_none(),
+            "{other} took {thread}'s answer"
+        );
     }
     match response.verify() {
         Ok(()) => {
@@ -77,16 +82,18 @@ fuzz_target!(|data: &[u8]| {
     // Python's int(): a number read back from its own decimal text is the
     // same number, and is what the text says without its underscores.
     for (_, value) in &response.fields {
-        if let Some(number) = protocol::python_int(value) {
-            assert_eq!(protocol::python_int(&number.to_string()), Some(number));
-            // Python's whitespace: Unicode's plus the separators 0x1c-0x1f.
-            let space = |c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c);
-            let plain: String = value
-                .trim_matches(space)
-                .chars()
-                .filter(|&c| c != '_')
-                .collect();
-            assert_eq!(plain.parse::<i64>().ok(), Some(number), "int({value:?})");
+        if let Ok(number) = python::int(value) {
+            assert_eq!(python::int(&number.to_string()), Ok(number.clone()));
+            let plain: String = python::strip(value).chars().filter(|&c| c != '_').collect();
+            if plain.is_ascii() {
+                let digits = plain.trim_start_matches(['+', '-']).trim_start_matches('0');
+                let shown = number.to_string();
+                assert_eq!(
+                    shown.trim_start_matches('-'),
+                    if digits.is_empty() { "0" } else { digits },
+                    "int({value:?})"
+                );
+            }
         }
     }
 });

@@ -135,7 +135,9 @@ fn raw_datagram(data: &[u8]) {
             }
         }
     }
-    assert!(!request.signed_text().starts_with(b" "));
+    if let Ok(text) = request.signed_text() {
+        assert!(!text.starts_with(b" "));
+    }
     if let Some(response) = answer(&request) {
         check_answer(&request, &response);
     }
@@ -206,7 +208,7 @@ fn client_request(data: &[u8]) {
         assert_eq!(read.verify(), Ok(()));
         if matches!(op, Op::Check | Op::Pong) && !digests.is_empty() {
             let (count, wl_count) = read.counts().expect("counts in a check answer");
-            assert!(count >= 0 && wl_count >= 0);
+            assert!(!count.is_negative() && !wl_count.is_negative());
         }
     }
 }

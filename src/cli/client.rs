@@ -22,7 +22,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
 
 use pyzor_milter::client::servers::{self, Accounts, ServerAddress};
-use pyzor_milter::protocol::signing::python_strip;
+use pyzor_milter::python as py;
 use pyzor_milter::{digest, mbox};
 
 use self::ini::Ini;
@@ -253,8 +253,9 @@ impl Session {
         let servers = load_servers(Path::new(&config.get(SECTION, "ServersFile")?))?;
         let accounts = load_accounts(Path::new(&config.get(SECTION, "AccountsFile")?))?;
         let timeout = config.get(SECTION, "Timeout")?;
-        let timeout_secs = pyzor_milter::protocol::python_int(&timeout)
-            .ok_or_else(|| anyhow!("invalid timeout \"{timeout}\": not an integer"))?;
+        let timeout_secs = py::int(&timeout)
+            .map(|timeout| timeout.saturating())
+            .map_err(|_| anyhow!("invalid timeout \"{timeout}\": not an integer"))?;
         Ok(Some(Session {
             config,
             servers,
@@ -292,8 +293,9 @@ impl Session {
     /// An integer setting, read as Python's `int()` reads it.
     fn int_setting(&self, key: &str) -> anyhow::Result<i64> {
         let value = self.setting(key)?;
-        pyzor_milter::protocol::python_int(&value)
-            .ok_or_else(|| anyhow!("invalid {key} \"{value}\": not an integer"))
+        py::int(&value)
+            .map(|value| value.saturating())
+            .map_err(|_| anyhow!("invalid {key} \"{value}\": not an integer"))
     }
 
     /// The digests of stdin in the configured style, as Python's input
@@ -318,8 +320,8 @@ impl Session {
                 .collect(),
             _ => {
                 let text = std::str::from_utf8(&input).context("stdin is not UTF-8")?;
-                Ok(universal_lines(text)
-                    .map(|line| python_strip(line).to_owned())
+                Ok(py::file_lines(text)
+                    .map(|line| py::strip(line).to_owned())
                     .collect())
             }
         }
@@ -455,23 +457,4 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
         .read_to_end(&mut input)
         .context("cannot read stdin")?;
     Ok(input)
-}
-
-/// Lines as Python's text-mode stdin yields them: split at LF, CR or CRLF.
-fn universal_lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
-        let line = &rest[..end];
-        let skip = if rest[end..].starts_with("\r\n") {
-            2
-        } else {
-            usize::from(end < rest.len())
-        };
-        rest = &rest[end + skip..];
-        Some(line)
-    })
 }

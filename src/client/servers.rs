@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use crate::protocol::Account;
-use crate::protocol::python_int;
+use crate::python;
 
 /// The server Python pyzor asks when the servers file names none.
 pub const DEFAULT_SERVER: (&str, u16) = ("public.pyzor.org", 24441);
@@ -76,17 +76,18 @@ pub enum ServersError {
 pub fn parse_servers(text: &str) -> Result<(Vec<ServerAddress>, Vec<SkippedLine>), ServersError> {
     let mut servers = Vec::new();
     let mut skipped = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in python::file_lines(text).enumerate() {
         let line_number = index + 1;
-        let line = crate::protocol::signing::python_strip(line);
+        let line = python::strip(line);
         if python_server_pattern(line) {
             let bad_port = || ServersError::BadPort {
                 line: line_number,
                 text: line.to_owned(),
             };
             let (host, port) = line.rsplit_once(':').ok_or_else(bad_port)?;
-            let port = python_int(port)
-                .and_then(|port| u16::try_from(port).ok())
+            let port = python::int(port)
+                .ok()
+                .and_then(|port| u16::try_from(port.saturating()).ok())
                 .ok_or_else(bad_port)?;
             servers.push(ServerAddress::new(host, port));
         } else if let Some(server) = bracketed_server(line) {
@@ -144,8 +145,8 @@ pub type Accounts = HashMap<(String, u16), Account>;
 pub fn parse_accounts(text: &str) -> (Accounts, Vec<SkippedLine>) {
     let mut accounts = Accounts::new();
     let mut skipped = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = crate::protocol::signing::python_strip(line);
+    for (index, line) in python::file_lines(text).enumerate() {
+        let line = python::strip(line);
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -163,15 +164,13 @@ pub fn parse_accounts(text: &str) -> (Accounts, Vec<SkippedLine>) {
 }
 
 fn parse_account_line(line: &str) -> Result<((String, u16), Account), String> {
-    let parts: Vec<&str> = line
-        .split(':')
-        .map(crate::protocol::signing::python_strip)
-        .collect();
+    let parts: Vec<&str> = line.split(':').map(python::strip).collect();
     let [host, port, username, keystuff] = parts[..] else {
         return Err("wrong number of parts".to_owned());
     };
-    let port = python_int(port)
-        .and_then(|port| u16::try_from(port).ok())
+    let port = python::int(port)
+        .ok()
+        .and_then(|port| u16::try_from(port.saturating()).ok())
         .ok_or_else(|| format!("invalid port \"{port}\""))?;
     let Some((salt, key)) = keystuff
         .split_once(',')

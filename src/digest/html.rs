@@ -27,7 +27,7 @@ mod unescape;
 use std::borrow::Cow;
 
 use self::markup::{Fault, QuoteFinder};
-use super::normalize::is_python_space;
+use crate::python;
 
 /// Why Python's `HTMLParser.feed` raises on a document (and pyzor with it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,7 +145,7 @@ impl Stripper<'_> {
             .map_or(0, |(at, _)| at);
         let from = window.max(pos);
         match raw[from..].rfind('&') {
-            Some(offset) => !raw[from + offset..].contains(|c| c == ';' || is_python_space(c)),
+            Some(offset) => !raw[from + offset..].contains(|c| c == ';' || python::is_space(c)),
             None => false,
         }
     }
@@ -198,7 +198,7 @@ impl Stripper<'_> {
         let rest = raw
             .get(pos..end)
             .unwrap_or("")
-            .trim_matches(is_python_space);
+            .trim_matches(python::is_space);
         let name = &raw[start + 1..name_end];
         match rest {
             ">" => {
@@ -249,7 +249,7 @@ impl Stripper<'_> {
 
     /// pyzor's `handle_data`.
     fn handle_data(&mut self, data: &str) {
-        let data = data.trim_matches(is_python_space);
+        let data = data.trim_matches(python::is_space);
         if !data.is_empty() && self.collect {
             if !self.text.is_empty() {
                 self.text.push(' ');

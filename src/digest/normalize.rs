@@ -11,33 +11,7 @@
 //! of a maximal run of non-space characters, so the work is done one run at
 //! a time without a regex engine.
 
-/// Python's `str.isspace()` (and `\s` in a `str` pattern): bidirectional
-/// class WS, B or S, or general category Zs, in Unicode 14 (CPython 3.11).
-pub const fn is_python_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t'..='\r'
-            | '\u{1c}'..='\u{20}'
-            | '\u{85}'
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
-    )
-}
-
-/// Python's `str.splitlines()` boundaries, `\r\n` counting as one.
-const fn is_line_boundary(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{1c}'
-            ..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
-    )
-}
+use crate::python::{self, is_line_boundary};
 
 /// What `[a-z]` matches under `re.IGNORECASE` in a Python `str` pattern:
 /// ASCII letters, plus the characters whose simple case mapping or sre's
@@ -71,7 +45,7 @@ const BYTE_CLASS: [Class; 256] = {
             Class::Nul
         } else if is_line_boundary(c) {
             Class::Boundary
-        } else if is_python_space(c) {
+        } else if python::is_space(c) {
             Class::Space
         } else {
             Class::Word
@@ -85,7 +59,7 @@ const BYTE_CLASS: [Class; 256] = {
 fn class_of_non_ascii(c: char) -> Class {
     if is_line_boundary(c) {
         Class::Boundary
-    } else if is_python_space(c) {
+    } else if python::is_space(c) {
         Class::Space
     } else {
         Class::Word

@@ -332,7 +332,17 @@ fn usable_counts(response: &Response) -> Result<(i64, i64), String> {
     if response.get("PV").map(str::trim) != Some(PROTOCOL_VERSION) {
         return Err(format!("protocol version {:?}", response.get("PV")));
     }
-    response.counts().map_err(|error| error.to_string())
+    let (count, whitelist_count) = response.counts().map_err(|error| error.to_string())?;
+    // Python takes a negative count as it comes; here it is malformed, or a
+    // negative Count with `whitelist_factor` would whitelist anything.
+    let stored = |count: crate::python::Int| {
+        if count.is_negative() {
+            Err(format!("negative count {count}"))
+        } else {
+            Ok(count.saturating())
+        }
+    };
+    Ok((stored(count)?, stored(whitelist_count)?))
 }
 
 /// `host:port=COUNT/WL_COUNT`, or `host:port=timeout` or `=error`.
@@ -388,6 +398,27 @@ mod tests {
         assert_eq!(
             logged[1], "",
             "a repeat within the window is counted, not logged"
+        );
+    }
+
+    #[test]
+    fn counts_of_any_size_saturate_and_negative_ones_are_malformed() {
+        let answer = |counts: &str| {
+            Response::parse(
+                format!("Code: 200\nDiag: OK\nPV: 2.1\nThread: 4321\n{counts}\n").as_bytes(),
+            )
+        };
+        assert_eq!(
+            usable_counts(&answer("Count: 99999999999999999999\nWL-Count: 0")),
+            Ok((i64::MAX, 0))
+        );
+        assert_eq!(
+            usable_counts(&answer("Count: 3\nWL-Count: -1")),
+            Err("negative count -1".to_owned())
+        );
+        assert_eq!(
+            usable_counts(&answer("Count: -99999999999999999999\nWL-Count: 1")),
+            Err("negative count -99999999999999999999".to_owned())
         );
     }
 }

@@ -11,12 +11,12 @@
 //! the Thread id and the timestamp.
 
 pub mod header;
-pub mod repr;
 pub mod signing;
 
 use std::fmt;
 
 use crate::digest::DIGEST_SPEC;
+use crate::python::{self, Int};
 
 pub use self::signing::Account;
 
@@ -157,7 +157,7 @@ pub enum ResponseError {
     /// The value is the server's text, printed as Python's `repr` prints
     /// it (so that its control characters reach no terminal or log), as
     /// in Python's `ValueError: invalid literal for int()`.
-    #[error("response field \"{field}\" is not a valid number: {}", repr::repr_str(.value))]
+    #[error("response field \"{field}\" is not a valid number: {}", python::repr_str(.value))]
     BadNumber { field: &'static str, value: String },
 }
 
@@ -213,7 +213,9 @@ impl Response {
     /// waits on. This is the one place where an answer is matched to its
     /// request.
     pub fn answers(&self, thread: ThreadId) -> bool {
-        self.int_field("Thread") == Ok(Some(i64::from(thread.get())))
+        self.int_field("Thread")
+            .map(|id| id.and_then(|id| id.exact()))
+            == Ok(Some(i64::from(thread.get())))
     }
 
     /// Python's `ensure_complete`: the fields Code, Diag, PV and Thread
@@ -227,10 +229,9 @@ impl Response {
         Ok(())
     }
 
-    /// The `Code` field as a number.
+    /// The `Code` field as a number (saturated: no code is that large).
     pub fn code(&self) -> Result<i64, ResponseError> {
-        self.int_field("Code")?
-            .ok_or(ResponseError::MissingField("Code"))
+        Ok(self.required_int("Code")?.saturating())
     }
 
     /// The `Diag` field (empty if absent).
@@ -243,55 +244,60 @@ impl Response {
         Ok(self.code()? == OK_CODE)
     }
 
-    /// A numeric field read as Python's `int()` reads it; `None` if absent.
-    pub fn int_field(&self, field: &'static str) -> Result<Option<i64>, ResponseError> {
+    /// A numeric field read as Python's `int()` reads it, of any size;
+    /// `None` if absent. A value with a non-ASCII byte is no number: the
+    /// email package hands Python a `Header` object for it, which `int()`
+    /// refuses.
+    pub fn int_field(&self, field: &'static str) -> Result<Option<Int>, ResponseError> {
         let Some(value) = self.get(field) else {
             return Ok(None);
         };
-        python_int(value)
-            .map(Some)
-            .ok_or_else(|| ResponseError::BadNumber {
-                field,
-                value: value.to_owned(),
-            })
+        let number = value.is_ascii().then(|| python::int(value).ok()).flatten();
+        number.map(Some).ok_or_else(|| ResponseError::BadNumber {
+            field,
+            value: value.to_owned(),
+        })
     }
 
     /// A numeric field that must be present (`int(response[field])`).
-    pub fn required_int(&self, field: &'static str) -> Result<i64, ResponseError> {
+    pub fn required_int(&self, field: &'static str) -> Result<Int, ResponseError> {
         self.int_field(field)?
             .ok_or(ResponseError::MissingField(field))
     }
 
-    /// The spam and whitelist counts of a check answer.
-    pub fn counts(&self) -> Result<(i64, i64), ResponseError> {
+    /// The spam and whitelist counts of a check answer, as Python reads
+    /// them: any size, any sign.
+    pub fn counts(&self) -> Result<(Int, Int), ResponseError> {
         Ok((self.required_int("Count")?, self.required_int("WL-Count")?))
     }
-}
-
-/// Python's `int(text)` for base 10: blanks around, an optional sign,
-/// ASCII digits with single underscores between them.
-pub fn python_int(text: &str) -> Option<i64> {
-    let text = signing::python_strip(text);
-    let (negative, digits) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
-    {
-        return None;
-    }
-    let magnitude: i64 = digits.replace('_', "").parse().ok()?;
-    Some(if negative { -magnitude } else { magnitude })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn saturated(counts: Result<(Int, Int), ResponseError>) -> Result<(i64, i64), ResponseError> {
+        counts.map(|(count, whitelist)| (count.saturating(), whitelist.saturating()))
+    }
+
+    #[test]
+    fn counts_keep_pythons_size_and_sign() {
+        let response = Response::parse(
+            b"Code: 200\nDiag: OK\nPV: 2.1\nThread: 1234\nCount: 99999999999999999999\nWL-Count: -1\n",
+        );
+        let (count, whitelist) = response.counts().expect("Python reads both");
+        assert_eq!(
+            (count.to_string(), count.saturating()),
+            ("99999999999999999999".into(), i64::MAX)
+        );
+        assert!(whitelist.is_negative());
+        // A non-ASCII byte makes the value a Header object, which int() refuses.
+        let response = Response::parse("Count: \u{663}\n".as_bytes());
+        assert!(matches!(
+            response.int_field("Count"),
+            Err(ResponseError::BadNumber { .. })
+        ));
+    }
 
     fn thread(id: u16) -> ThreadId {
         ThreadId::new(id).expect("test id is in range")
@@ -337,7 +343,7 @@ mod tests {
         assert!(response.answers(thread(1234)));
         assert_eq!(response.verify(), Ok(()));
         assert_eq!(response.code(), Ok(200));
-        assert_eq!(response.counts(), Ok((3, 0)));
+        assert_eq!(saturated(response.counts()), Ok((3, 0)));
         assert_eq!(response.diag(), "OK");
     }
 
@@ -402,16 +408,6 @@ mod tests {
             assert!(response.verify().is_err());
             assert!(!response.answers(thread(1234)));
         }
-    }
-
-    #[test]
-    fn python_int_accepts_what_int_accepts() {
-        assert_eq!(python_int(" 12 "), Some(12));
-        assert_eq!(python_int("-1"), Some(-1));
-        assert_eq!(python_int("1_000"), Some(1000));
-        assert_eq!(python_int("1__0"), None);
-        assert_eq!(python_int("0x10"), None);
-        assert_eq!(python_int(""), None);
     }
 
     #[test]

@@ -7,9 +7,16 @@
 //! are lower-cased while passwd names keep their case; `all` users means the
 //! passwd accounts only (not `anonymous`); a missing access file allows
 //! check, report, ping, pong and info to `anonymous`.
+//!
+//! Both files are read as Python reads a file in text mode: lines end at
+//! `\n`, `\r\n` or `\r` (and nowhere else), and blanks are what
+//! `str.strip()` and `str.split()` take for blanks, U+001C..U+001F among
+//! them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+
+use crate::python;
 
 /// pyzor's `anonymous_user`.
 pub const ANONYMOUS: &str = "anonymous";
@@ -98,7 +105,7 @@ pub fn default_acl() -> HashMap<String, HashSet<String>> {
 /// Skips what pyzor skips: blank lines and lines whose first character is
 /// `#` (an indented `#` is not a comment to pyzor).
 fn is_skipped(line: &str) -> bool {
-    line.trim().is_empty() || line.starts_with('#')
+    python::strip(line).is_empty() || line.starts_with('#')
 }
 
 /// `user : key` lines. A skipped line is logged by number and what is
@@ -106,7 +113,7 @@ fn is_skipped(line: &str) -> bool {
 /// which may hold a key.
 pub fn parse_passwd(text: &str) -> HashMap<String, String> {
     let mut accounts = HashMap::new();
-    for (number, line) in text.lines().enumerate() {
+    for (number, line) in python::file_lines(text).enumerate() {
         if is_skipped(line) {
             continue;
         }
@@ -119,7 +126,10 @@ pub fn parse_passwd(text: &str) -> HashMap<String, String> {
             );
             continue;
         };
-        accounts.insert(user.trim().to_owned(), key.trim().to_owned());
+        accounts.insert(
+            python::strip(user).to_owned(),
+            python::strip(key).to_owned(),
+        );
     }
     accounts
 }
@@ -130,13 +140,13 @@ pub fn parse_access(
     accounts: &HashMap<String, String>,
 ) -> HashMap<String, HashSet<String>> {
     let mut acl: HashMap<String, HashSet<String>> = HashMap::new();
-    for (number, line) in text.lines().enumerate() {
+    for (number, line) in python::file_lines(text).enumerate() {
         if is_skipped(line) {
             continue;
         }
         let parts: Vec<String> = line
             .split(':')
-            .map(|part| part.trim().to_lowercase())
+            .map(|part| python::strip(&part.to_lowercase()).to_owned())
             .collect();
         let [operations, users, allowed] = &parts[..] else {
             tracing::warn!(line = number + 1, "invalid ACL line skipped: {line:?}");
@@ -153,12 +163,12 @@ pub fn parse_access(
         let operations: Vec<String> = if operations == "all" {
             ALL_OPERATIONS.iter().map(|op| op.to_string()).collect()
         } else {
-            operations.split_whitespace().map(str::to_owned).collect()
+            python::split(operations).map(str::to_owned).collect()
         };
         let users: Vec<String> = if users == "all" {
             accounts.keys().cloned().collect()
         } else {
-            users.split_whitespace().map(str::to_owned).collect()
+            python::split(users).map(str::to_owned).collect()
         };
         for user in users {
             let granted = acl.entry(user).or_default();

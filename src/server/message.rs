@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::protocol::header;
+use crate::protocol::signing::{self, SignedTextError};
 pub use crate::protocol::{MAX_PACKET_SIZE as MAX_DATAGRAM, PROTOCOL_VERSION};
 
 /// A parsed request: its headers in order and the body after them.
@@ -40,7 +41,7 @@ impl Message {
         let block = header::parse(&data);
         Message {
             headers: block.fields,
-            body: data[block.body_start..].to_vec(),
+            body: block.body,
         }
     }
 
@@ -65,34 +66,10 @@ impl Message {
     }
 
     /// The text pyzor signs: the message without its `Sig` headers, as
-    /// `as_string().strip()` writes it.
-    pub fn signed_text(&self) -> Vec<u8> {
-        let mut text = Vec::new();
-        for (name, value) in &self.headers {
-            if name.eq_ignore_ascii_case("Sig") {
-                continue;
-            }
-            text.extend_from_slice(name.as_bytes());
-            text.extend_from_slice(b": ");
-            text.extend_from_slice(value);
-            text.push(b'\n');
-        }
-        text.push(b'\n');
-        text.extend_from_slice(&self.body);
-        python_strip(&text).to_vec()
+    /// `as_string().strip()` writes it; an error where Python cannot.
+    pub fn signed_text(&self) -> Result<Vec<u8>, SignedTextError> {
+        signing::signed_text(&self.headers, &self.body)
     }
-}
-
-/// Python's `str.strip()` for the ASCII range (whitespace includes the
-/// separators 0x1c-0x1f).
-fn python_strip(text: &[u8]) -> &[u8] {
-    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f);
-    let start = text.iter().position(|b| !space(b)).unwrap_or(text.len());
-    let end = text
-        .iter()
-        .rposition(|b| !space(b))
-        .map_or(start, |end| end + 1);
-    &text[start..end.max(start)]
 }
 
 /// A response: Code, Diag, PV and Thread first, then the op's fields, in
@@ -178,7 +155,7 @@ mod tests {
         let message = Message::parse(b"Op: ping\nThread: 1\nSig: abc\nUser: u\n\n");
         assert_eq!(
             message.signed_text(),
-            b"Op: ping\nThread: 1\nUser: u".to_vec()
+            Ok(b"Op: ping\nThread: 1\nUser: u".to_vec())
         );
     }
 

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 
 use gdbm_native::{Gdbm, OpenOptions};
 
+use crate::python;
+
 use super::{Kind, Page, Record, Storage, StorageError, StorageFuture};
 
 /// A gdbm file opened read-only.
@@ -141,7 +143,7 @@ impl StrptimeFields {
             None => take_digits(&mut rest, 1, 2).filter(|d| (1..=31).contains(d))?,
         };
         // The space of the format is one or more white-space characters.
-        let trimmed = rest.trim_start_matches(is_python_space);
+        let trimmed = rest.trim_start_matches(python::is_space);
         if trimmed.len() == rest.len() {
             return None;
         }
@@ -184,12 +186,6 @@ fn take_digits(rest: &mut &str, min: usize, max: usize) -> Option<i32> {
 fn expect(rest: &mut &str, separator: char) -> Option<()> {
     *rest = rest.strip_prefix(separator)?;
     Some(())
-}
-
-/// Python's `\s` in a `str` pattern: `str.isspace`, which also counts the
-/// four information separators U+001C to U+001F.
-fn is_python_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 fn days_in_month(year: i32, month: i32) -> i32 {

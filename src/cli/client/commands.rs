@@ -15,9 +15,10 @@ use anyhow::{Context as _, anyhow};
 
 use pyzor_milter::client::{Client, ServerAddress, ServerError};
 use pyzor_milter::protocol::{OK_CODE, Op, Response, ResponseError};
+use pyzor_milter::python::repr_head_tuple as head_tuple;
 
 use super::Session;
-use super::python::{ctime, head_tuple};
+use super::python::ctime;
 
 /// What one server's request came to, in Python's terms.
 enum Outcome {
@@ -81,10 +82,12 @@ impl CheckRunner {
         let code = response.code().map_err(|e| crash(server, e))?;
         let mut line = format!("{}{}\t", prefix(server), head_tuple(code, response.diag()));
         if code == OK_CODE {
+            // Python's counts have any size; compared saturated, as the
+            // thresholds are i64s, the answer is Python's.
             let (count, whitelist_count) = response.counts().map_err(|e| crash(server, e))?;
-            if whitelist_count > self.whitelist_threshold {
+            if whitelist_count.saturating() > self.whitelist_threshold {
                 self.whitelisted = true;
-            } else if count > self.report_threshold {
+            } else if count.saturating() > self.report_threshold {
                 self.found_hit = true;
             }
             line.push_str(&format!("{count}\t{whitelist_count}"));
@@ -114,10 +117,10 @@ fn info_lines(server: &ServerAddress, response: &Response) -> anyhow::Result<(St
             };
             let shown = if field.contains("Count") {
                 value.to_string()
-            } else if value == -1 {
+            } else if value.exact() == Some(-1) {
                 "Never".to_owned()
             } else {
-                ctime(value).ok_or_else(|| {
+                value.exact().and_then(ctime).ok_or_else(|| {
                     anyhow!("server \"{server}\": {field} {value} is out of the time range")
                 })?
             };

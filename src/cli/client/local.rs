@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context as _, bail};
 use sha1::{Digest as _, Sha1};
 
-use pyzor_milter::protocol::signing::python_strip;
+use pyzor_milter::python as py;
 use pyzor_milter::{digest, mbox};
 
-use super::{Session, read_stdin, universal_lines};
+use super::{Session, read_stdin};
 
 /// The local whitelist in file order, without repeats (Python keeps a set
 /// and writes it in hash order; any order reads back the same).
@@ -30,7 +30,7 @@ impl LocalWhitelist {
             digests: Vec::new(),
             seen: HashSet::new(),
         };
-        for line in universal_lines(text) {
+        for line in py::file_lines(text) {
             let mut cut = line.len();
             let mut previous = None;
             for (index, c) in line.char_indices() {
@@ -40,7 +40,7 @@ impl LocalWhitelist {
                 }
                 previous = Some(c);
             }
-            let entry = python_strip(&line[..cut]);
+            let entry = py::strip(&line[..cut]);
             if !entry.is_empty() {
                 list.insert(entry.to_owned());
             }
@@ -131,7 +131,7 @@ impl Session {
             }
             _ => {
                 let text = std::str::from_utf8(&input).context("stdin is not UTF-8")?;
-                for line in universal_lines(text).map(python_strip) {
+                for line in py::file_lines(text).map(py::strip) {
                     if !line.is_empty() {
                         writeln!(out, "{line}")?;
                     }

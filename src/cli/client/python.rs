@@ -1,6 +1,6 @@
-//! Python's spellings of values that `pyzor` prints: `repr()` of a
-//! `(code, diag)` tuple, `time.ctime()`, `str(OSError)`, and optparse's
-//! `--help` page. Scripts and SpamAssassin parse these, so they must match
+//! Python's spellings of values that `pyzor` prints: `time.ctime()`,
+//! `str(OSError)`, and optparse's `--help` page (`repr()` is
+//! [`pyzor_milter::python`]'s). Scripts and SpamAssassin parse these, so they must match
 //! CPython 3.11 to the byte.
 
 use std::fmt::Write as _;
@@ -8,13 +8,7 @@ use std::io;
 use std::path::Path;
 
 use clap::CommandFactory;
-
-pub use pyzor_milter::protocol::repr::repr_str;
-
-/// `repr((code, diag))` as `ClientRunner` prints a response head.
-pub fn head_tuple(code: i64, diag: &str) -> String {
-    format!("({code}, {})", repr_str(diag))
-}
+use pyzor_milter::python;
 
 /// `time.ctime(seconds)` in local time: `Thu Jan  1 00:00:00 1970`.
 pub fn ctime(seconds: i64) -> Option<String> {
@@ -63,7 +57,7 @@ pub fn os_error(error: &io::Error, path: Option<&Path>) -> String {
         None => error.to_string(),
     };
     if let Some(path) = path {
-        let _ = write!(text, ": {}", repr_str(&path.to_string_lossy()));
+        let _ = write!(text, ": {}", python::repr_str(&path.to_string_lossy()));
     }
     text
 }
@@ -192,14 +186,6 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repr_matches_python() {
-        // python3 -c 'print(repr((200, "OK")), repr((400, "doesn'"'"'t")), repr((1, "a\"b\x01\\")))'
-        assert_eq!(head_tuple(200, "OK"), "(200, 'OK')");
-        assert_eq!(head_tuple(400, "doesn't"), "(400, \"doesn't\")");
-        assert_eq!(head_tuple(1, "a\"b\x01\\"), "(1, 'a\"b\\x01\\\\')");
-    }
 
     #[test]
     fn wrap_is_greedy() {

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use super::super::normalize::is_python_space as is_space;
+use crate::python::is_space;
 
 /// How `_markupbase.ParserBase` fails on markup it cannot handle: these
 /// raise `AssertionError` out of `feed()`.

@@ -8,6 +8,7 @@
 //! code works on that string, so it works on Rust strings here.
 
 use crate::digest::charset::{self, Errors};
+use crate::python;
 
 /// `get_content_type()`, reduced to what the walk and the parser ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ impl ContentType {
     /// exactly one `/`.
     pub fn parse(value: &[u8]) -> Self {
         let head = value.split(|&b| b == b';').next().unwrap_or_default();
-        let head = strip_bytes(head);
+        let head = python::strip_escaped(head);
         let mut halves = head.split(|&b| b == b'/');
         let (Some(main), Some(sub), None) = (halves.next(), halves.next(), halves.next()) else {
             return Self::default_for(false);
@@ -99,27 +100,6 @@ impl ContentType {
     pub fn is_delivery_status(self) -> bool {
         self.is_message() && self.subtype == Subtype::DeliveryStatus
     }
-}
-
-/// `str.isspace()` for the characters header strings can hold.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
-}
-
-/// `str.strip()` on a header value's bytes (non-ASCII bytes stand for
-/// U+FFFD, which is not space).
-fn strip_bytes(bytes: &[u8]) -> &[u8] {
-    let space = |b: &u8| b.is_ascii() && is_py_space(char::from(*b));
-    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !space(b))
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
-}
-
-fn py_strip(text: &str) -> &str {
-    text.trim_matches(is_py_space)
 }
 
 /// `str(header)`: non-ASCII bytes become U+FFFD.
@@ -182,12 +162,12 @@ fn split_params(value: &str) -> Vec<String> {
         let item = match item.find('=') {
             Some(eq) => format!(
                 "{}={}",
-                py_strip(&item[..eq]).to_lowercase(),
-                py_strip(&item[eq + 1..])
+                python::strip(&item[..eq]).to_lowercase(),
+                python::strip(&item[eq + 1..])
             ),
             None => item.to_owned(),
         };
-        items.push(py_strip(&item).to_owned());
+        items.push(python::strip(&item).to_owned());
         match rest[end..].strip_prefix(';') {
             Some(next) => rest = next,
             None => return items,
@@ -244,8 +224,11 @@ fn params(value: &[u8]) -> Vec<(String, Param)> {
     let mut items = split_params(&text)
         .into_iter()
         .map(|item| match item.split_once('=') {
-            Some((name, value)) => (py_strip(name).to_owned(), py_strip(value).to_owned()),
-            None => (py_strip(&item).to_owned(), String::new()),
+            Some((name, value)) => (
+                python::strip(name).to_owned(),
+                python::strip(value).to_owned(),
+            ),
+            None => (python::strip(&item).to_owned(), String::new()),
         });
     let mut out = Vec::new();
     if let Some((name, value)) = items.next() {
@@ -368,7 +351,7 @@ pub fn boundary(value: &[u8]) -> Boundary {
                 .unwrap_or_else(|_| unquote(&text))
         }
     };
-    let text = text.trim_end_matches(is_py_space);
+    let text = text.trim_end_matches(python::is_space);
     if text.is_ascii() {
         Boundary::Text(text.as_bytes().to_vec())
     } else {
