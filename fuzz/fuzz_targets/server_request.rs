@@ -1,7 +1,8 @@
 //! pyzord's side of the wire: an arbitrary datagram read as a request and
 //! answered by the real handler over a real SQLite database, the answer
-//! read back by the client's response parser; and a request built by our
-//! client from the same bytes, which the server must read as sent.
+//! read back by the client's response parser, never larger than 1.5 times
+//! the datagram; and a request built by our client from the same bytes,
+//! which the server must read as sent and answer.
 #![no_main]
 
 use std::collections::{HashMap, HashSet};
@@ -11,10 +12,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
+use sha1::Digest as _;
 use pyzor_milter::protocol::{self, Account, Op, Request, ThreadId};
 use pyzor_milter::server::Context;
 use pyzor_milter::server::access::{self, Access};
-use pyzor_milter::server::handler;
+use pyzor_milter::server::{handler, reflection};
 use pyzor_milter::server::message::{MAX_DATAGRAM, Message, Response};
 use pyzor_milter::storage::Durability;
 use pyzor_milter::storage::sqlite::SqliteStorage;
@@ -78,22 +80,29 @@ fn server() -> &'static Server {
     })
 }
 
-/// The answer, if any: pyzord drops only a request without a Thread,
-/// which no client could match an answer to.
-fn answer(request: &Message) -> Option<Response> {
+/// The answer, if any, and the datagram pyzord sends for it to a
+/// datagram of `length` bytes: it drops what is not a request (no Op or
+/// no PV, no Thread of 1 to 5 digits) and an answer more than 1.5 times
+/// larger than the datagram.
+fn answer(request: &Message, length: usize) -> Option<(Response, Vec<u8>)> {
     let server = server();
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let response = server
         .runtime
         .block_on(handler::handle(request, peer, &server.context));
-    let has_thread = request
-        .get("Thread")
-        .is_some_and(|thread| !thread.is_empty());
+    let op = request.get("Op").is_some() && request.get("PV").is_some();
+    let thread = request.get("Thread").unwrap_or_default();
+    let thread_ok = (1..=5).contains(&thread.len()) && thread.iter().all(u8::is_ascii_digit);
+    assert_eq!(response.is_some(), op && thread_ok, "answered or dropped wrongly");
+    let response = response?;
+    let metrics = &server.context.metrics;
+    let bytes = reflection::datagram(&response, length.min(MAX_DATAGRAM), metrics)?;
     assert!(
-        response.is_some() || !has_thread,
-        "a request with a Thread got no answer"
+        bytes.len() * 2 <= length * 3,
+        "an answer of {} bytes to {length}",
+        bytes.len()
     );
-    response
+    Some((response, bytes))
 }
 
 /// The client reads the server's answer back as it was written.
@@ -104,6 +113,8 @@ fn check_answer(request: &Message, response: &Response) {
         response.code
     );
     let bytes = response.to_bytes();
+    let thread = request.get("Thread").unwrap_or_default();
+    assert_eq!(response.thread, thread, "the Thread is echoed as sent");
     assert!(
         bytes.len() <= MAX_DATAGRAM,
         "answer of {} bytes",
@@ -113,10 +124,7 @@ fn check_answer(request: &Message, response: &Response) {
     assert_eq!(read.code(), Ok(i64::from(response.code)));
     assert_eq!(read.diag(), response.diag);
     assert_eq!(read.get("PV"), Some("2.1"));
-    let thread = request.get("Thread").unwrap_or_default();
-    if thread.is_ascii() {
-        assert_eq!(read.get("Thread").map(str::as_bytes), Some(thread));
-    }
+    assert_eq!(read.get("Thread").map(str::as_bytes), Some(thread));
     for (name, value) in &response.fields {
         assert_eq!(read.get(name), Some(value.as_str()), "field {name}");
     }
@@ -138,7 +146,7 @@ fn raw_datagram(data: &[u8]) {
     if let Ok(text) = request.signed_text() {
         assert!(!text.starts_with(b" "));
     }
-    if let Some(response) = answer(&request) {
+    if let Some((response, _)) = answer(&request, data.len()) {
         check_answer(&request, &response);
     }
 }
@@ -159,7 +167,14 @@ fn client_request(data: &[u8]) {
         .filter(|line| !line.is_empty())
         .take(32)
         .filter(|line| !line.contains('\r') && !line.starts_with([' ', '\t']))
-        .map(str::to_owned)
+        .map(|line| {
+            // Half the time each line's SHA-1, as a real client sends.
+            if first & 0x80 == 0 {
+                return line.to_owned();
+            }
+            let hash = sha1::Sha1::digest(line.as_bytes());
+            hash.iter().map(|byte| format!("{byte:02x}")).collect()
+        })
         .collect();
     // A new Thread for every request: the same signed datagram sent twice
     // is a replay, which the server refuses.
@@ -187,14 +202,20 @@ fn client_request(data: &[u8]) {
     let sent: Vec<&[u8]> = digests.iter().map(|digest| digest.as_bytes()).collect();
     assert_eq!(read, sent, "digests read back differ");
 
-    let response = answer(&request).expect("an answer to a request with a Thread");
+    // Every request of a client is answered: signed, it is longer than
+    // any answer.
+    let (response, _) = answer(&request, datagram.len()).expect("an answer to a client");
     check_answer(&request, &response);
     // pyzord answers 500 for a non-ASCII digest it uses (Python's email
-    // package makes a Header object of it): check and info use the first
-    // digest only, report and whitelist all. Everything else is served.
+    // package makes a Header object of it) and 400 for one that is not 40
+    // hex digits: check and info use the first digest only, report and
+    // whitelist all. Everything else is served.
+    let is_digest = |digest: &String| {
+        digest.len() == 40 && digest.bytes().all(|byte| byte.is_ascii_hexdigit())
+    };
     let served = match op {
-        Op::Check | Op::Info => digests.first().is_none_or(|digest| digest.is_ascii()),
-        Op::Report | Op::Whitelist => digests.iter().all(|digest| digest.is_ascii()),
+        Op::Check | Op::Info => digests.first().is_none_or(is_digest),
+        Op::Report | Op::Whitelist => digests.iter().all(is_digest),
         Op::Ping | Op::Pong => true,
     };
     if served {

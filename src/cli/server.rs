@@ -115,13 +115,13 @@ pub struct PyzordArgs {
     /// worth of --rate-limit (ours, not pyzord's)
     #[arg(long = "rate-limit-burst", value_name = "DATAGRAMS")]
     pub rate_limit_burst: Option<f64>,
-    /// how many sources the rate limiter remembers, the least recent
-    /// forgotten first; default 65536 (ours, not pyzord's)
+    /// how many sources the rate limiter remembers, those at rest
+    /// forgotten first; default 65536, at most 1048576 (ours, not pyzord's)
     #[arg(long = "rate-limit-sources", value_name = "SOURCES")]
     pub rate_limit_sources: Option<u64>,
     /// how many signed requests are remembered to refuse their replay
-    /// within pyzor's 300-second window; default 262144 (ours, not
-    /// pyzord's)
+    /// within pyzor's 300-second window; default 262144, at most 2097152
+    /// (ours, not pyzord's)
     #[arg(long = "replay-cache-size", value_name = "REQUESTS")]
     pub replay_cache_size: Option<u64>,
     /// print version and exit

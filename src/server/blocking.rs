@@ -31,6 +31,7 @@ use super::Context;
 use super::datagrams::{self, Batch};
 use super::handler::{self, Found, Need, Step};
 use super::message::{Message, Response};
+use super::reflection;
 use crate::storage::{CommitHooks, Kind, LocalStorage, LocalWrite, Seen, SignedRequest};
 
 /// Serves `socket` on this thread until `stop` is set, taking turns with
@@ -136,6 +137,10 @@ fn answer(
     let mut reads = Vec::new();
     let mut writes = Vec::new();
     for (data, peer) in batch.datagrams() {
+        let at = Answered {
+            length: data.len(),
+            received,
+        };
         if let Some(limiter) = &context.limiter
             && !limiter.admit_logged(peer, received, &context.metrics)
         {
@@ -146,7 +151,7 @@ fn answer(
             Step::Answer(None) => continue,
             Step::Answer(Some(response)) => {
                 let operation = request.get("Op").unwrap_or_default();
-                answers.push((peer, recorded(context, operation, &response, received)));
+                answers.extend(recorded(context, operation, &response, at).map(|b| (peer, b)));
                 continue;
             }
             Step::Query(prepared, need) => (prepared, need),
@@ -160,11 +165,12 @@ fn answer(
                 Ok(true) => {
                     let operation = prepared.operation();
                     let response = prepared.replayed(context);
-                    answers.push((peer, recorded(context, operation, &response, received)));
+                    answers.extend(recorded(context, operation, &response, at).map(|b| (peer, b)));
                     continue;
                 }
                 Err(error) => {
-                    answers.push((peer, finished(prepared, Err(error), context, received)));
+                    let bytes = finished(prepared, Err(error), context, at);
+                    answers.extend(bytes.map(|b| (peer, b)));
                     continue;
                 }
             }
@@ -172,7 +178,7 @@ fn answer(
         let found = match need {
             Need::Nothing => Ok(Found::Nothing),
             Need::Record(digest) => {
-                reads.push((prepared, digest, peer));
+                reads.push((prepared, digest, peer, at));
                 continue;
             }
             Need::Write(kind, digests) => {
@@ -185,7 +191,7 @@ fn answer(
                         Ok(Seen::Replayed) => {
                             let operation = prepared.operation();
                             let response = prepared.replayed(&context);
-                            let bytes = recorded(&context, operation, &response, received);
+                            let bytes = recorded(&context, operation, &response, at);
                             return deliver(&socket, peer, bytes);
                         }
                         Ok(Seen::New) => {
@@ -196,7 +202,7 @@ fn answer(
                         }
                         Err(error) => Err(error),
                     };
-                    deliver(&socket, peer, finished(prepared, found, &context, received));
+                    deliver(&socket, peer, finished(prepared, found, &context, at));
                 };
                 writes.push(LocalWrite {
                     kind,
@@ -207,22 +213,25 @@ fn answer(
                 continue;
             }
         };
-        answers.push((peer, finished(prepared, found, context, received)));
+        answers.extend(finished(prepared, found, context, at).map(|b| (peer, b)));
     }
-    let digests: Vec<&str> = reads.iter().map(|(_, digest, _)| digest.as_str()).collect();
+    let digests: Vec<&str> = reads
+        .iter()
+        .map(|(_, digest, ..)| digest.as_str())
+        .collect();
     let records = match digests.len() {
         0 | 1 => None,
         _ => storage.get_many(&digests).ok(),
     };
     let mut records = records.map(Vec::into_iter);
-    for (prepared, digest, peer) in reads {
+    for (prepared, digest, peer, at) in reads {
         // One read, or a batch whose snapshot failed: each on its own.
         let record = match records.as_mut().and_then(Iterator::next) {
             Some(record) => Ok(record),
             None => storage.get_now(&digest),
         };
         let found = record.map(Found::Record);
-        answers.push((peer, finished(prepared, found, context, received)));
+        answers.extend(finished(prepared, found, context, at).map(|b| (peer, b)));
     }
     datagrams::send_all(socket, &answers);
     if !writes.is_empty() {
@@ -241,29 +250,40 @@ fn remember_only(request: SignedRequest) -> LocalWrite {
     }
 }
 
-/// The answer to a prepared request, counted in the metrics.
+/// A request being answered: its size, which bounds its answer's
+/// ([`reflection`]), and when it came.
+#[derive(Clone, Copy)]
+struct Answered {
+    length: usize,
+    received: Instant,
+}
+
+/// The answer to a prepared request, counted in the metrics; `None` when
+/// it is larger than the request allows.
 fn finished(
     prepared: handler::Prepared,
     found: Result<Found, crate::storage::StorageError>,
     context: &Context,
-    received: Instant,
-) -> Vec<u8> {
+    at: Answered,
+) -> Option<Vec<u8>> {
     let operation = prepared.operation();
     let response = prepared.finish(found, context);
-    recorded(context, operation, &response, received)
+    recorded(context, operation, &response, at)
 }
 
-/// A response's datagram, counted in the metrics.
+/// A response's datagram, counted in the metrics; `None` when it is
+/// larger than the request allows.
 fn recorded(
     context: &Context,
     operation: &[u8],
     response: &Response,
-    received: Instant,
-) -> Vec<u8> {
+    at: Answered,
+) -> Option<Vec<u8>> {
+    let bytes = reflection::datagram(response, at.length, &context.metrics)?;
     context
         .metrics
-        .record(operation, response.code, received.elapsed());
-    response.to_bytes()
+        .record(operation, response.code, at.received.elapsed());
+    Some(bytes)
 }
 
 /// Answers waiting to go out, and where to.
@@ -275,10 +295,13 @@ thread_local! {
     static OUTBOX: RefCell<Option<Answers>> = const { RefCell::new(None) };
 }
 
-/// Sends an answer to a write: with the others of its commit when a
-/// serving thread committed it, at once on any other thread (one that
-/// committed it with a cleanup of its own).
-fn deliver(socket: &UdpSocket, peer: SocketAddr, bytes: Vec<u8>) {
+/// Sends an answer to a write, if it has one: with the others of its
+/// commit when a serving thread committed it, at once on any other thread
+/// (one that committed it with a cleanup of its own).
+fn deliver(socket: &UdpSocket, peer: SocketAddr, bytes: Option<Vec<u8>>) {
+    let Some(bytes) = bytes else {
+        return;
+    };
     let queued = OUTBOX.with(|outbox| match outbox.borrow_mut().as_mut() {
         Some(answers) => {
             answers.push((peer, bytes));

@@ -39,6 +39,11 @@ pub const DEFAULT_METRICS_LOG_INTERVAL_SECS: u64 = 300;
 /// its rate at once (ours: a client's retry doubles a burst).
 pub const DEFAULT_RATE_LIMIT_BURST_SECS: f64 = 2.0;
 
+/// The most signed requests `ReplayCacheSize` may ask for: about 100 bytes
+/// each, some 200 MB when full (6,990 signed requests a second sustained
+/// over pyzor's 300-second window). Past it pyzord refuses to start.
+pub const MAX_REPLAY_CACHE_SIZE: usize = 1 << 21;
+
 /// Settings Python pyzord has that a tokio server does not need; accepted,
 /// and logged as not needed.
 pub const IGNORED_SETTINGS: [&str; 8] = [
@@ -96,6 +101,14 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
         why: &'static str,
+    },
+    #[error("invalid {key} \"{value}\": not a whole number of {unit} from {min} to {max}")]
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        unit: &'static str,
+        min: usize,
+        max: usize,
     },
     #[error("unknown database engine \"{0}\": ours serves sqlite, redis and mysql")]
     UnknownEngine(String),
@@ -234,12 +247,9 @@ pub fn load(
     let rate_limit = rate_limit(&get)?;
     let replay_cache_size = whole_number(
         get("replaycachesize"),
-        (
-            "ReplayCacheSize",
-            "not a whole number of requests, at least 1",
-        ),
+        ("ReplayCacheSize", "requests"),
         replay::DEFAULT_CAPACITY,
-        1,
+        1..=MAX_REPLAY_CACHE_SIZE,
     )?;
     let named_engine = get("engine");
     let engine = match named_engine.as_deref() {
@@ -291,23 +301,25 @@ pub fn load(
     })
 }
 
-/// A whole number of at least `min`, or `default` when the key is not set;
-/// `key` is its name and what a wrong value is not.
+/// A whole number within `range`, or `default` when the key is not set;
+/// `key` is its name and `unit` what it counts.
 fn whole_number(
     value: Option<String>,
-    (key, why): (&'static str, &'static str),
+    (key, unit): (&'static str, &'static str),
     default: usize,
-    min: usize,
+    range: std::ops::RangeInclusive<usize>,
 ) -> Result<usize, ConfigError> {
     let Some(text) = value else {
         return Ok(default);
     };
     match text.trim().parse::<usize>() {
-        Ok(number) if number >= min => Ok(number),
-        _ => Err(ConfigError::Invalid {
+        Ok(number) if range.contains(&number) => Ok(number),
+        _ => Err(ConfigError::OutOfRange {
             key,
             value: text,
-            why,
+            unit,
+            min: *range.start(),
+            max: *range.end(),
         }),
     }
 }
@@ -323,6 +335,14 @@ fn positive(text: &str) -> Option<f64> {
 /// `RateLimit` (datagrams per second per source, 0 for none),
 /// `RateLimitBurst` and `RateLimitSources`.
 fn rate_limit(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<RateLimit>, ConfigError> {
+    // Checked even when no limit is on, so that a wrong value is never
+    // silently kept for the day the limit is turned on.
+    let max_sources = whole_number(
+        get("ratelimitsources"),
+        ("RateLimitSources", "sources"),
+        limits::DEFAULT_MAX_SOURCES,
+        2..=limits::MAX_SOURCES,
+    )?;
     let per_second = match get("ratelimit") {
         None => return Ok(None),
         Some(rate) if rate.trim().parse::<f64>() == Ok(0.0) => return Ok(None),
@@ -344,15 +364,6 @@ fn rate_limit(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<RateLimit>,
                 })?
         }
     };
-    let max_sources = whole_number(
-        get("ratelimitsources"),
-        (
-            "RateLimitSources",
-            "not a whole number of sources, at least 2",
-        ),
-        limits::DEFAULT_MAX_SOURCES,
-        2,
-    )?;
     Ok(Some(RateLimit {
         per_second,
         burst,
@@ -448,6 +459,45 @@ mod tests {
             error.to_string(),
             "invalid RateLimitBurst \"0.5\": not a number of datagrams, at least 1"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sizes_past_their_maximum_are_refused() {
+        let dir = std::env::temp_dir().join(format!("pyzord-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let refused = |key: &str, value: &str| {
+            let overrides = HashMap::from([(key.to_owned(), value.to_owned())]);
+            load(&dir, &overrides).expect_err("too large").to_string()
+        };
+        assert_eq!(
+            refused("ratelimitsources", "1000000000000"),
+            "invalid RateLimitSources \"1000000000000\": not a whole number of sources from 2 \
+             to 1048576"
+        );
+        assert_eq!(
+            refused("replaycachesize", "1048576000"),
+            "invalid ReplayCacheSize \"1048576000\": not a whole number of requests from 1 to \
+             2097152"
+        );
+        assert_eq!(
+            refused("ratelimitsources", "99999999999999999999999"),
+            "invalid RateLimitSources \"99999999999999999999999\": not a whole number of \
+             sources from 2 to 1048576"
+        );
+        let largest = HashMap::from([
+            ("ratelimit".to_owned(), "5".to_owned()),
+            (
+                "ratelimitsources".to_owned(),
+                limits::MAX_SOURCES.to_string(),
+            ),
+            (
+                "replaycachesize".to_owned(),
+                MAX_REPLAY_CACHE_SIZE.to_string(),
+            ),
+        ]);
+        let config = load(&dir, &largest).expect("the largest sizes are valid");
+        assert_eq!(config.replay_cache_size, MAX_REPLAY_CACHE_SIZE);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

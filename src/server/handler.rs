@@ -16,9 +16,9 @@ use super::Context;
 use super::access::ANONYMOUS;
 use super::message::{Message, PROTOCOL_VERSION, Response};
 use super::metrics::{Dropped, Rejection};
+use super::reflection;
 use super::replay::{self, Seen};
 use crate::logging::Chain;
-use crate::protocol::header::unknown_8bit_word;
 use crate::python;
 use crate::storage::{Kind, Record, SignedRequest, StorageError};
 
@@ -30,6 +30,9 @@ pub const MAX_TIMESTAMP_DIFFERENCE_SECS: f64 = 300.0;
 /// takes as many as fit in 8,192 bytes, about 740). Python's BatchClient
 /// sends 10 and our forwarder 100.
 pub const MAX_DIGESTS_PER_REQUEST: usize = 256;
+
+/// The Diag of a request whose digest is not 40 hex digits (ours).
+pub const NOT_A_DIGEST: &str = "Op-Digest is not 40 hex digits";
 
 /// pyzor's `sys.maxsize`, the report count `pong` answers.
 const PONG_COUNT: i64 = i64::MAX;
@@ -235,9 +238,9 @@ fn unavailable(response: Response) -> Response {
     failed(response, &error)
 }
 
-/// Answers one request; `None` for a request without a Thread, which no
-/// client can match an answer to (Python pyzord answers it with an empty
-/// Thread, a reflection of forged datagrams that we do not make).
+/// Answers one request; `None` for a datagram that gets no answer
+/// ([`reflection::screen`]: not a request, or no Thread a client could
+/// match an answer to).
 pub async fn handle(request: &Message, peer: IpAddr, context: &Context) -> Option<Response> {
     let (prepared, need) = match begin(request, peer, context) {
         Step::Answer(answer) => return answer,
@@ -280,16 +283,15 @@ pub fn forward(context: &Context, kind: Kind, digests: &[String]) {
 /// Runs every check of a request in pyzor's order, up to what it needs
 /// from the database.
 pub fn begin(request: &Message, peer: IpAddr, context: &Context) -> Step {
-    let Some(thread) = request.get("Thread").filter(|thread| !thread.is_empty()) else {
-        context.metrics.reject(Rejection::NoThread);
-        tracing::debug!(%peer, "request without Thread dropped");
-        return Step::Answer(None);
+    let thread = match reflection::screen(request) {
+        Ok(thread) => thread,
+        Err(reason) => {
+            context.metrics.reject(reason);
+            tracing::debug!(%peer, reason = reason.label(), "datagram dropped unanswered");
+            return Step::Answer(None);
+        }
     };
-    let mut response = if thread.is_ascii() {
-        Response::ok(thread)
-    } else {
-        Response::ok(unknown_8bit_word(thread).as_bytes())
-    };
+    let mut response = Response::ok(thread);
     let user = match request.get("User") {
         Some(user) if !user.is_empty() => String::from_utf8_lossy(user),
         _ => ANONYMOUS.into(),
@@ -396,6 +398,16 @@ fn check(
             "a bytes-like object is required, not 'Header'".into(),
         ));
     }
+    // Ours: Python pyzord stores and looks up any text as a digest.
+    let used = match operation {
+        Operation::Check | Operation::Info => &digests[..1],
+        Operation::Report | Operation::Whitelist => &digests[..],
+        Operation::Ping | Operation::Pong => &[],
+    };
+    if !used.iter().all(|digest| is_digest(digest)) {
+        context.metrics.reject(Rejection::BadDigest);
+        return Err(RequestError::Protocol(NOT_A_DIGEST));
+    }
     let text = |digest: &[u8]| String::from_utf8_lossy(digest).into_owned();
     let need = match operation {
         Operation::Ping => Need::Nothing,
@@ -411,6 +423,11 @@ fn check(
         }
     };
     Ok((operation, need, signed))
+}
+
+/// Whether a digest is one pyzor makes: SHA-1 as 40 hex digits.
+fn is_digest(digest: &[u8]) -> bool {
+    digest.len() == 40 && digest.iter().all(u8::is_ascii_hexdigit)
 }
 
 fn info_fields(record: &Record, response: &mut Response) {
@@ -544,10 +561,25 @@ fn verify_signature(
     let time = time.saturating();
     let tail = format!(":{time}:{hashed_key}");
     let expected = sha1_hex(&[message_hash.as_slice(), tail.as_bytes()]);
-    if request.get("Sig") != Some(expected.as_bytes()) {
+    let signature = request.get("Sig").unwrap_or_default();
+    if !same_bytes(signature, expected.as_bytes()) {
         return Err(RequestError::Signature("Invalid signature."));
     }
     Ok(time)
+}
+
+/// Whether two byte strings are equal, in a time that does not depend on
+/// where they differ, so that timing tells nothing about the expected
+/// signature.
+fn same_bytes(received: &[u8], expected: &[u8]) -> bool {
+    if received.len() != expected.len() {
+        return false;
+    }
+    let difference = received
+        .iter()
+        .zip(expected)
+        .fold(0u8, |difference, (a, b)| difference | (a ^ b));
+    std::hint::black_box(difference) == 0
 }
 
 #[cfg(test)]
@@ -578,15 +610,6 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_thread_is_one_encoded_word() {
-        assert_eq!(unknown_8bit_word(b"1\xff2"), "=?unknown-8bit?b?Mf8y?=");
-        assert_eq!(
-            unknown_8bit_word(b"abcdef \xff"),
-            "=?unknown-8bit?q?abcdef_=FF?="
-        );
-    }
-
-    #[test]
     fn a_backend_error_line_carries_the_drivers_error() {
         let driver = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
@@ -606,5 +629,26 @@ mod tests {
             backend_error_line(&timeout),
             "database operation failed: the redis server did not answer within 2000 ms"
         );
+    }
+
+    #[test]
+    fn signatures_compare_whole() {
+        let expected = b"0123456789abcdef0123456789abcdef01234567";
+        assert!(same_bytes(expected, expected));
+        let mut last = *expected;
+        last[39] = b'8';
+        assert!(!same_bytes(&last, expected));
+        assert!(!same_bytes(&expected[..39], expected));
+        assert!(!same_bytes(b"", expected));
+        assert!(same_bytes(b"", b""));
+    }
+
+    #[test]
+    fn digests_are_40_hex_digits() {
+        assert!(is_digest(b"0123456789abcdefABCDEF0123456789abcdef01"));
+        assert!(!is_digest(b"0123456789abcdef0123456789abcdef0123456"));
+        assert!(!is_digest(b"0123456789abcdef0123456789abcdef012345678"));
+        assert!(!is_digest(b"g123456789abcdef0123456789abcdef01234567"));
+        assert!(!is_digest(&[b'a'; 6000]));
     }
 }

@@ -10,14 +10,16 @@
 //! quiet period without drops, so a flood writes one line per source, not
 //! one per datagram.
 //!
-//! Memory is bounded whatever the sources: the buckets live in two
-//! generations of at most half the cap each. When the current generation is
-//! full it becomes the previous one and the old previous one is dropped, so
-//! a source seen in the last two generations keeps its bucket and a flood
-//! of forged sources only evicts idle ones. An evicted source starts again
-//! with a full bucket, which is what it would have after being idle. The
-//! maps are cleared and swapped, never reallocated, so their memory stays
-//! what the cap makes it.
+//! Memory is bounded whatever the sources, and grows only as sources
+//! arrive: at most `max_sources` buckets (at most [`MAX_SOURCES`]). When
+//! the table is full, the sources at rest go first: a bucket that has
+//! refilled and logged nothing for [`LOG_QUIET_PERIOD`] is the same as no
+//! bucket, so forgetting it changes nothing. If that frees less than a
+//! quarter of the table, the sources that dropped nothing go next, nearest
+//! to a full bucket first, so a source over its limit stays limited: cycling through the 65,536 /64s of a /48
+//! evicts the attacker's own fresh sources before the source they mean to
+//! free. Each sweep frees a quarter of the table, so its cost is spread
+//! over the sources that fill that quarter.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -26,9 +28,14 @@ use std::time::{Duration, Instant};
 
 use super::metrics::{Metrics, Rejection};
 
-/// How many sources are tracked by default: 65,536 buckets of about 48
-/// bytes, a few MB at most.
+/// How many sources are tracked by default: 65,536 buckets of about 64
+/// bytes with the table's own, some 5 MB when full.
 pub const DEFAULT_MAX_SOURCES: usize = 65_536;
+
+/// The most sources `RateLimitSources` may ask for: some 80 MB when full
+/// (a million sources active within a few seconds of each other is more
+/// than any Pyzor server has seen). Past it pyzord refuses to start.
+pub const MAX_SOURCES: usize = 1 << 20;
 
 /// A source that was limited is logged again only after this long without
 /// a dropped datagram.
@@ -98,24 +105,15 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
-    generations: Mutex<Generations>,
-}
-
-#[derive(Debug, Default)]
-struct Generations {
-    current: HashMap<Source, Bucket>,
-    previous: HashMap<Source, Bucket>,
+    buckets: Mutex<HashMap<Source, Bucket>>,
 }
 
 impl RateLimiter {
+    /// A limiter with no source yet; its table grows as sources arrive.
     pub fn new(limit: RateLimit) -> Self {
-        let half = (limit.max_sources / 2).max(1);
         Self {
             limit,
-            generations: Mutex::new(Generations {
-                current: HashMap::with_capacity(half),
-                previous: HashMap::with_capacity(half),
-            }),
+            buckets: Mutex::default(),
         }
     }
 
@@ -146,35 +144,63 @@ impl RateLimiter {
     /// Takes one token from the source's bucket, if it has one.
     pub fn admit(&self, address: IpAddr, now: Instant) -> Verdict {
         let source = Source::of(address);
-        let mut generations = match self.generations.lock() {
-            Ok(generations) => generations,
+        let mut buckets = match self.buckets.lock() {
+            Ok(buckets) => buckets,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if !generations.current.contains_key(&source) {
-            let half = (self.limit.max_sources / 2).max(1);
-            let known = generations.previous.remove(&source);
-            if generations.current.len() >= half {
-                let Generations { current, previous } = &mut *generations;
-                std::mem::swap(current, previous);
-                current.clear();
-            }
-            let bucket = known.unwrap_or(Bucket {
-                tokens: self.limit.burst,
-                refilled: now,
-                last_drop: None,
-            });
-            generations.current.insert(source, bucket);
+        let max_sources = self.limit.max_sources.max(1);
+        if buckets.len() >= max_sources && !buckets.contains_key(&source) {
+            self.evict(&mut buckets, now);
         }
-        let bucket = generations
-            .current
-            .get_mut(&source)
-            .expect("the source was inserted above");
+        let bucket = buckets.entry(source).or_insert(Bucket {
+            tokens: self.limit.burst,
+            refilled: now,
+            last_drop: None,
+        });
         self.take(bucket, now)
     }
 
-    fn take(&self, bucket: &mut Bucket, now: Instant) -> Verdict {
+    /// Frees at least a quarter of a full table: the sources at rest, then
+    /// the ones that dropped nothing, nearest to a full bucket first.
+    fn evict(&self, buckets: &mut HashMap<Source, Bucket>, now: Instant) {
+        let max_sources = self.limit.max_sources.max(1);
+        let keep = max_sources - max_sources.div_ceil(4);
+        buckets.retain(|_, bucket| !self.at_rest(bucket, now));
+        if buckets.len() <= keep {
+            return;
+        }
+        // Sources in a logged episode of drops last, then the fullest first.
+        let mut order: Vec<(bool, f64, Source)> = buckets
+            .iter()
+            .map(|(source, bucket)| {
+                let limited = bucket.last_drop.is_some();
+                (limited, self.tokens_at(bucket, now), *source)
+            })
+            .collect();
+        let excess = buckets.len() - keep;
+        order.select_nth_unstable_by(excess - 1, |a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        for (_, _, source) in &order[..excess] {
+            buckets.remove(source);
+        }
+    }
+
+    /// The tokens a bucket holds at `now`, refilled since it was last used.
+    fn tokens_at(&self, bucket: &Bucket, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.limit.per_second).min(self.limit.burst);
+        (bucket.tokens + elapsed * self.limit.per_second).min(self.limit.burst)
+    }
+
+    /// Whether a bucket is as good as none: full again, and out of any
+    /// logged episode.
+    fn at_rest(&self, bucket: &Bucket, now: Instant) -> bool {
+        self.tokens_at(bucket, now) >= self.limit.burst
+            && bucket
+                .last_drop
+                .is_none_or(|last| now.saturating_duration_since(last) >= LOG_QUIET_PERIOD)
+    }
+
+    fn take(&self, bucket: &mut Bucket, now: Instant) -> Verdict {
+        bucket.tokens = self.tokens_at(bucket, now);
         bucket.refilled = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -189,12 +215,9 @@ impl RateLimiter {
 
     /// How many sources are remembered now.
     pub fn tracked_sources(&self) -> usize {
-        match self.generations.lock() {
-            Ok(generations) => generations.current.len() + generations.previous.len(),
-            Err(poisoned) => {
-                let generations = poisoned.into_inner();
-                generations.current.len() + generations.previous.len()
-            }
+        match self.buckets.lock() {
+            Ok(buckets) => buckets.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
         }
     }
 }
@@ -287,5 +310,37 @@ mod tests {
                 assert!(matches!(limiter.admit(busy, start), Verdict::Drop { .. }));
             }
         }
+    }
+
+    #[test]
+    fn cycling_fresh_sources_does_not_free_a_limited_one() {
+        let limiter = limiter(1.0, 5.0, DEFAULT_MAX_SOURCES);
+        let start = Instant::now();
+        let limited = ip("2001:db8:ffff:1::1");
+        for _ in 0..5 {
+            assert_eq!(limiter.admit(limited, start), Verdict::Pass);
+        }
+        assert_eq!(limiter.admit(limited, start), Verdict::Drop { log: true });
+        // Every /64 of another /48, twice over, within the same second.
+        for round in 0..2u128 {
+            for index in 0..65_536u128 {
+                let address = (0x2001_0db8_0001u128 << 80) | (index << 64) | round;
+                let forged = IpAddr::V6(Ipv6Addr::from(address));
+                assert_eq!(limiter.admit(forged, start), Verdict::Pass);
+                assert!(limiter.tracked_sources() <= DEFAULT_MAX_SOURCES);
+            }
+        }
+        let soon = start + Duration::from_millis(500);
+        assert_eq!(limiter.admit(limited, soon), Verdict::Drop { log: false });
+    }
+
+    #[test]
+    fn the_table_grows_only_as_sources_arrive() {
+        let limiter = limiter(1.0, 1.0, MAX_SOURCES);
+        let capacity =
+            |limiter: &RateLimiter| limiter.buckets.lock().expect("not poisoned").capacity();
+        assert_eq!(capacity(&limiter), 0);
+        limiter.admit(ip("192.0.2.1"), Instant::now());
+        assert!(capacity(&limiter) < 64);
     }
 }

@@ -37,29 +37,45 @@ pub const LATENCY_BOUNDS_SECS: [f64; 10] = [
 pub enum Rejection {
     /// Over its source's rate limit: dropped.
     RateLimited,
+    /// No Op or no PV: not a request, dropped.
+    NotARequest,
     /// No Thread to answer to: dropped.
     NoThread,
+    /// A Thread that is not 1 to 5 ASCII digits: dropped.
+    BadThread,
+    /// An answer larger than the request allows: dropped.
+    AnswerTooLarge,
     /// A signed request seen before: answered 401.
     Replayed,
     /// More Op-Digest headers than allowed: answered 400.
     TooManyDigests,
+    /// An Op-Digest that is not 40 hex digits: answered 400.
+    BadDigest,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 4] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::RateLimited,
+        Rejection::NotARequest,
         Rejection::NoThread,
+        Rejection::BadThread,
+        Rejection::AnswerTooLarge,
         Rejection::Replayed,
         Rejection::TooManyDigests,
+        Rejection::BadDigest,
     ];
 
     /// The `reason` label.
     pub fn label(self) -> &'static str {
         match self {
             Rejection::RateLimited => "rate_limited",
+            Rejection::NotARequest => "not_a_request",
             Rejection::NoThread => "no_thread",
+            Rejection::BadThread => "bad_thread",
+            Rejection::AnswerTooLarge => "answer_too_large",
             Rejection::Replayed => "replayed",
             Rejection::TooManyDigests => "too_many_digests",
+            Rejection::BadDigest => "bad_digest",
         }
     }
 }
@@ -285,7 +301,8 @@ impl Metrics {
         let _ = writeln!(out, "pyzord_backend_errors_total {errors}");
         out.push_str(
             "# HELP pyzord_rejected_total Datagrams dropped unanswered (rate_limited, \
-             no_thread) or refused before their operation (replayed, too_many_digests).\n",
+             not_a_request, no_thread, bad_thread, answer_too_large) or refused before \
+             their operation (replayed, too_many_digests, bad_digest).\n",
         );
         out.push_str("# TYPE pyzord_rejected_total counter\n");
         for reason in Rejection::ALL {

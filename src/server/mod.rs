@@ -1,8 +1,8 @@
 //! pyzord: the Pyzor server. [`run`] serves one UDP socket until its
 //! shutdown future completes; every datagram gets at most one response
-//! datagram from the handler ([`handler::begin`] checks it and says what
-//! it needs from the database, [`handler::Prepared::finish`] answers with
-//! what the database gave). An engine in a local file is served from
+//! datagram, no larger than [`reflection`] allows, from the handler
+//! ([`handler::begin`] checks it and says what it needs from the database,
+//! [`handler::Prepared::finish`] answers with what the database gave). An engine in a local file is served from
 //! blocking threads ([`blocking`]), a networked one from a task per
 //! datagram ([`handler::handle`]).
 //!
@@ -20,6 +20,7 @@ pub mod handler;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+pub mod reflection;
 pub mod replay;
 
 use std::net::SocketAddr;
@@ -300,7 +301,7 @@ async fn receive_loop(
         let socket = Arc::clone(&socket);
         let context = Arc::clone(&context);
         tokio::spawn(async move {
-            respond(&socket, &request, peer, &context, received).await;
+            respond(&socket, (&request, length), peer, &context, received).await;
             drop(request_in_flight);
         });
     }
@@ -329,9 +330,11 @@ impl Drop for InFlight {
     }
 }
 
+/// Answers a request of `length` bytes, unless the answer would be larger
+/// than [`reflection`] allows.
 async fn respond(
     socket: &UdpSocket,
-    request: &Message,
+    (request, length): (&Message, usize),
     peer: SocketAddr,
     context: &Context,
     received: Instant,
@@ -339,11 +342,14 @@ async fn respond(
     let Some(response) = handler::handle(request, peer.ip(), context).await else {
         return;
     };
+    let Some(bytes) = reflection::datagram(&response, length, &context.metrics) else {
+        return;
+    };
     let operation = request.get("Op").unwrap_or_default();
     context
         .metrics
         .record(operation, response.code, received.elapsed());
-    if let Err(error) = socket.send_to(&response.to_bytes(), peer).await {
+    if let Err(error) = socket.send_to(&bytes, peer).await {
         tracing::debug!(%peer, %error, "cannot send the response");
     }
 }

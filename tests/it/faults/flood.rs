@@ -127,31 +127,53 @@ fn digest_of(number: u64) -> String {
     format!("{number:040x}")
 }
 
+/// How many requests one socket sends: pyzord echoes a Thread of at most
+/// five digits, so the Thread tells apart this many, and a sender takes a
+/// new socket after them.
+const THREADS_PER_SOCKET: u64 = 100_000;
+
+/// The Thread of request `number`: its place in its sender's sequence (the
+/// low 48 bits), counted from its socket's first request.
+fn thread_of(number: u64) -> u64 {
+    (number & ((1 << 48) - 1)) % THREADS_PER_SOCKET
+}
+
 /// `SENDERS` threads sending the datagrams `request(number)` to `server`
-/// for `length` as fast as they can, each with a thread reading its
+/// for `length` as fast as they can, each socket with a thread reading its
 /// answers until they stop coming.
 fn flood(server: SocketAddr, request: fn(u64) -> Vec<u8>, length: Duration) -> Seen {
     let senders: Vec<_> = (0..SENDERS)
         .map(|sender| {
             std::thread::spawn(move || {
-                let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-                let answers = socket.try_clone().expect("clone");
                 let done = Arc::new(AtomicBool::new(false));
-                let reader = {
-                    let done = Arc::clone(&done);
-                    std::thread::spawn(move || read_answers(&answers, &done))
-                };
+                let mut readers = Vec::new();
+                let mut socket = None;
                 let start = Instant::now();
                 let mut sent = 0;
                 while start.elapsed() < length {
                     let number = ((sender + 1) << 48) | sent;
+                    if sent % THREADS_PER_SOCKET == 0 {
+                        let fresh = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                        let answers = fresh.try_clone().expect("clone");
+                        let done = Arc::clone(&done);
+                        readers.push(std::thread::spawn(move || {
+                            read_answers(&answers, &done, number)
+                        }));
+                        socket = Some(fresh);
+                    }
+                    let socket = socket.as_ref().expect("bound at the first request");
                     // A full socket buffer drops the datagram, as the
                     // internet would; the sender goes on.
                     let _ = socket.send_to(&request(number), server);
                     sent += 1;
                 }
                 done.store(true, Ordering::Relaxed);
-                let mut seen = reader.join().expect("reader");
+                let mut seen = Seen::default();
+                for reader in readers {
+                    let read = reader.join().expect("reader");
+                    seen.acknowledged.extend(read.acknowledged);
+                    seen.refused += read.refused;
+                }
                 seen.sent = sent;
                 seen
             })
@@ -167,8 +189,9 @@ fn flood(server: SocketAddr, request: fn(u64) -> Vec<u8>, length: Duration) -> S
     total
 }
 
-/// Reads answers until `done` is set and none came for 3 s.
-fn read_answers(socket: &UdpSocket, done: &AtomicBool) -> Seen {
+/// Reads answers until `done` is set and none came for 3 s; the socket's
+/// first request was number `first`.
+fn read_answers(socket: &UdpSocket, done: &AtomicBool, first: u64) -> Seen {
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
@@ -183,7 +206,8 @@ fn read_answers(socket: &UdpSocket, done: &AtomicBool) -> Seen {
                 let thread = std::str::from_utf8(answer)
                     .ok()
                     .and_then(|text| text.lines().find_map(|line| line.strip_prefix("Thread: ")))
-                    .and_then(|thread| thread.trim().parse().ok())
+                    .and_then(|thread| thread.trim().parse::<u64>().ok())
+                    .map(|thread| first + thread)
                     .expect("an answer with our Thread");
                 match code_of(answer) {
                     Some(200) => seen.acknowledged.push(thread),
@@ -201,17 +225,23 @@ fn read_answers(socket: &UdpSocket, done: &AtomicBool) -> Seen {
 
 fn report(number: u64) -> Vec<u8> {
     format!(
-        "Op: report\nOp-Digest: {}\nThread: {number}\nPV: 2.1\n\n",
-        digest_of(number)
+        "Op: report\nOp-Digest: {}\nThread: {}\nPV: 2.1\n\n",
+        digest_of(number),
+        thread_of(number)
     )
     .into_bytes()
 }
 
 /// A check of 256 digests, the most pyzord takes, short enough for the
-/// 8,192 bytes it reads of a datagram.
+/// 8,192 bytes it reads of a datagram: a check uses the first, which is a
+/// real one; the others only make the usage line long.
 fn check_256(number: u64) -> Vec<u8> {
-    let mut request = format!("Op: check\nThread: {number}\nPV: 2.1\n");
-    for index in 0..256 {
+    let mut request = format!(
+        "Op: check\nThread: {}\nPV: 2.1\nOp-Digest: {}\n",
+        thread_of(number),
+        digest_of(number)
+    );
+    for index in 1..256 {
         request.push_str(&format!("Op-Digest: {:016x}\n", number ^ index));
     }
     request.push('\n');
