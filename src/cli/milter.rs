@@ -39,7 +39,7 @@ fn load(args: &Args) -> Result<Config, config::ConfigError> {
             config::load(&args.config)?
         };
     if let Some(socket) = &args.socket {
-        config.socket = socket.clone();
+        config.socket = Some(socket.clone());
     }
     config.dry_run |= args.dry_run;
     Ok(config)
@@ -84,9 +84,17 @@ pub fn run(args: Args) -> ExitCode {
 
 async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let listener = milter::bind(&config.socket, config.socket_mode)
-        .await
-        .with_context(|| format!("cannot listen on \"{}\"", config.socket))?;
+    let bind = |socket: Option<Socket>| async move {
+        match socket {
+            Some(socket) => milter::bind(&socket, config.socket_mode)
+                .await
+                .map(Some)
+                .with_context(|| format!("cannot listen on \"{socket}\"")),
+            None => Ok(None),
+        }
+    };
+    let listener = bind(config.socket.clone()).await?;
+    let rspamd = bind(config.rspamd_socket.clone()).await?;
     let mut hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
@@ -116,14 +124,25 @@ async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
         super::notify::stopping();
         tracing::info!("shutting down after the messages in flight");
     };
-    tracing::info!(socket = %config.socket, servers = config.servers.len(), "milter started");
+    let shown =
+        |socket: &Option<Socket>| socket.as_ref().map_or("off".to_owned(), Socket::to_string);
+    tracing::info!(
+        socket = shown(&config.socket),
+        rspamd_socket = shown(&config.rspamd_socket),
+        servers = config.servers.len(),
+        "milter started"
+    );
     super::notify::ready();
-    let socket = config.socket.clone();
-    let result = milter::run(listener, config, reload, shutdown).await;
+    let sockets = [config.socket.clone(), config.rspamd_socket.clone()];
+    let result = milter::serve(listener, rspamd, config, reload, shutdown).await;
     // A socket lost to another process's file is not ours to remove; a
     // stale one is removed at the next start.
-    if let (Socket::Unix(path), Ok(())) = (socket, &result) {
-        let _ = std::fs::remove_file(path);
+    if result.is_ok() {
+        for socket in sockets {
+            if let Some(Socket::Unix(path)) = socket {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
     result.context("the milter stopped")
 }

@@ -19,6 +19,11 @@ use crate::client::{DEFAULT_REFRESH_SECS, ServerAddress, servers::DEFAULT_SERVER
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pyzor-milter/pyzor-milter.toml";
 /// Loopback, next to pyzor's 24441; Postfix and Sendmail must be told it.
 pub const DEFAULT_SOCKET: &str = "inet:127.0.0.1:24440";
+/// Debian's rspamd 3.4 `external_services` pyzor scanner's `default_port`.
+pub const RSPAMD_DEFAULT_PORT: u16 = 5953;
+/// rspamd's pyzor scanner gives up after 15 s (its `timeout`): the message
+/// must be in well before that, leaving room for the Pyzor deadline.
+pub const DEFAULT_RSPAMD_READ_TIMEOUT_MS: u64 = 10_000;
 /// Owner and group may connect: Postfix's smtpd runs as `postfix`, which is
 /// put in the milter's group.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
@@ -266,8 +271,12 @@ fn is_enhanced(word: &str) -> bool {
 /// The configuration in force, defaults applied and values checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    pub socket: Socket,
+    /// The milter's socket; `None` (`socket = ""`) runs no milter.
+    pub socket: Option<Socket>,
     pub socket_mode: u32,
+    /// The rspamd listener's socket; `None` (unset): off.
+    pub rspamd_socket: Option<Socket>,
+    pub rspamd_read_timeout: Duration,
     pub servers: Vec<ServerAddress>,
     pub accounts_file: Option<PathBuf>,
     pub timeout: Duration,
@@ -307,6 +316,8 @@ impl Default for Config {
 struct File {
     socket: Option<String>,
     socket_mode: Option<String>,
+    rspamd_socket: Option<String>,
+    rspamd_read_timeout_ms: Option<u64>,
     servers: Option<Vec<String>>,
     accounts_file: Option<PathBuf>,
     timeout_ms: Option<u64>,
@@ -347,12 +358,23 @@ fn bad(key: &'static str) -> impl Fn(String) -> Bad {
 
 impl File {
     fn validate(self) -> Result<Config, Bad> {
-        let socket = self
-            .socket
-            .as_deref()
-            .unwrap_or(DEFAULT_SOCKET)
-            .parse()
+        let socket = optional_socket(self.socket.as_deref().unwrap_or(DEFAULT_SOCKET))
             .map_err(bad("socket"))?;
+        let rspamd_socket = optional_socket(self.rspamd_socket.as_deref().unwrap_or_default())
+            .map_err(bad("rspamd_socket"))?;
+        if socket.is_none() && rspamd_socket.is_none() {
+            return Err(bad("socket")(
+                "nothing to serve: socket is \"\" and rspamd_socket is not set".to_owned(),
+            ));
+        }
+        let rspamd_read_timeout_ms = self
+            .rspamd_read_timeout_ms
+            .unwrap_or(DEFAULT_RSPAMD_READ_TIMEOUT_MS);
+        if rspamd_read_timeout_ms == 0 {
+            return Err(bad("rspamd_read_timeout_ms")(
+                "invalid read timeout 0: expected at least 1 millisecond".to_owned(),
+            ));
+        }
         let socket_mode = match &self.socket_mode {
             Some(mode) => u32::from_str_radix(mode, 8)
                 .ok()
@@ -413,6 +435,8 @@ impl File {
         Ok(Config {
             socket,
             socket_mode,
+            rspamd_socket,
+            rspamd_read_timeout: Duration::from_millis(rspamd_read_timeout_ms),
             servers,
             accounts_file: self.accounts_file,
             timeout: Duration::from_millis(self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
@@ -446,6 +470,15 @@ impl File {
                 .max(1),
             dry_run: self.dry_run.unwrap_or(false),
         })
+    }
+}
+
+/// A socket, or `None` for the empty string (that listener is off).
+fn optional_socket(text: &str) -> Result<Option<Socket>, String> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        text.parse().map(Some)
     }
 }
 
@@ -540,11 +573,12 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(
             config.socket,
-            Socket::Inet {
+            Some(Socket::Inet {
                 host: "127.0.0.1".into(),
                 port: 24440
-            }
+            })
         );
+        assert_eq!(config.rspamd_socket, None);
         assert_eq!(
             config.servers,
             vec![ServerAddress::new("public.pyzor.org", 24441)]
@@ -634,6 +668,41 @@ mod tests {
             Ok(Socket::Unix(PathBuf::from("/run/m.sock")))
         );
         assert!("tcp:1".parse::<Socket>().is_err());
+    }
+
+    #[test]
+    fn the_rspamd_listener_alone_or_beside_the_milter() {
+        let config =
+            parse_text("socket = \"\"\nrspamd_socket = \"inet:127.0.0.1:5953\"\n").expect("valid");
+        assert_eq!(config.socket, None);
+        assert_eq!(
+            config.rspamd_socket,
+            Some(Socket::Inet {
+                host: "127.0.0.1".into(),
+                port: RSPAMD_DEFAULT_PORT
+            })
+        );
+        let config = parse_text("rspamd_socket = \"unix:/run/p/rspamd.sock\"").expect("valid");
+        assert!(config.socket.is_some());
+        assert_eq!(
+            config.rspamd_socket,
+            Some(Socket::Unix(PathBuf::from("/run/p/rspamd.sock")))
+        );
+        assert_eq!(
+            parse_text("\nsocket = \"\"\n"),
+            Err("m.toml:2: nothing to serve: socket is \"\" and rspamd_socket is not set".into())
+        );
+        assert_eq!(
+            parse_text("rspamd_socket = \"tcp:5953\""),
+            Err(
+                "m.toml:1: invalid socket \"tcp:5953\": unknown kind, expected inet, inet6 or unix"
+                    .into()
+            )
+        );
+        assert_eq!(
+            parse_text("rspamd_read_timeout_ms = 0"),
+            Err("m.toml:1: invalid read timeout 0: expected at least 1 millisecond".into())
+        );
     }
 
     #[test]

@@ -21,11 +21,13 @@
 pub mod cache;
 pub mod callbacks;
 pub mod config;
+pub mod rspamd;
 pub mod session;
 pub mod verdict;
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -144,20 +146,22 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
     Some((metadata.dev(), metadata.ino()))
 }
 
-/// Completes when the unix socket's file is gone or is another file: an
-/// MTA connecting by that path no longer reaches this process.
-async fn socket_file_lost(file: Option<(PathBuf, (u64, u64))>) -> io::Error {
-    let Some((path, identity)) = file else {
+/// Completes when a unix socket's file is gone or is another file: a
+/// client connecting by that path no longer reaches this process.
+async fn socket_files_lost(files: Vec<(PathBuf, (u64, u64))>) -> io::Error {
+    if files.is_empty() {
         return std::future::pending().await;
-    };
+    }
     let mut interval = tokio::time::interval(SOCKET_CHECK);
     loop {
         interval.tick().await;
-        if file_identity(&path) != Some(identity) {
-            return io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("the socket \"{}\" was removed or replaced", path.display()),
-            );
+        for (path, identity) in &files {
+            if file_identity(path) != Some(*identity) {
+                return io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("the socket \"{}\" was removed or replaced", path.display()),
+                );
+            }
         }
     }
 }
@@ -167,7 +171,7 @@ async fn socket_file_lost(file: Option<(PathBuf, (u64, u64))>) -> io::Error {
 pub async fn bind(socket: &Socket, mode: u32) -> io::Result<MilterListener> {
     match socket {
         Socket::Inet { host, port } => Ok(MilterListener {
-            socket: ListeningSocket::Tcp(TcpListener::bind((host.as_str(), *port)).await?),
+            socket: ListeningSocket::Tcp(bind_tcp(host, *port).await?),
             file: None,
             pause: None,
             repeats: Default::default(),
@@ -175,6 +179,11 @@ pub async fn bind(socket: &Socket, mode: u32) -> io::Result<MilterListener> {
         Socket::Unix(path) => {
             remove_stale_socket(path).await?;
             let listener = UnixListener::bind(path)?;
+            // Listening again on a listening socket only changes its backlog.
+            // SAFETY: listen(2) on a descriptor the listener owns, with no pointer.
+            if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG as libc::c_int) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
             let file = file_identity(path).map(|identity| (path.clone(), identity));
             Ok(MilterListener {
@@ -185,6 +194,34 @@ pub async fn bind(socket: &Socket, mode: u32) -> io::Result<MilterListener> {
             })
         }
     }
+}
+
+/// Connections the kernel holds for us beyond those being served: a burst
+/// (a queue run, a restarted rspamd) waits there instead of having its
+/// SYNs dropped and retried seconds later, as past the 128 that Rust's
+/// standard library asks for.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A TCP listener on the first address of `host` that binds.
+async fn bind_tcp(host: &str, port: u16) -> io::Result<TcpListener> {
+    let mut last = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let socket = match address {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("\"{host}\" has no address"),
+        )
+    }))
 }
 
 async fn remove_stale_socket(path: &Path) -> io::Result<()> {
@@ -287,9 +324,10 @@ impl Shared {
     fn replace(&self, config: Config) {
         let old = self.current();
         if old.config.socket != config.socket
+            || old.config.rspamd_socket != config.rspamd_socket
             || old.config.max_connections != config.max_connections
         {
-            tracing::warn!("socket and max_connections change only on restart");
+            tracing::warn!("socket, rspamd_socket and max_connections change only on restart");
         }
         let runtime = Arc::new(Runtime::new(config));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = runtime;
@@ -303,6 +341,20 @@ impl Shared {
 /// working ends it early with an error, after the commands in progress.
 pub async fn run(
     listener: MilterListener,
+    config: Config,
+    reload: mpsc::Receiver<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve(Some(listener), None, config, reload, shutdown).await
+}
+
+/// [`run`] for the milter's listener and the rspamd listener
+/// ([`rspamd::serve`]), either of them or both, sharing one runtime
+/// (configuration, client, cache and memo) and its reloads. The first
+/// listener that stops working ends both.
+pub async fn serve(
+    milter: Option<MilterListener>,
+    rspamd: Option<MilterListener>,
     config: Config,
     mut reload: mpsc::Receiver<Config>,
     shutdown: impl Future<Output = ()>,
@@ -320,18 +372,51 @@ pub async fn run(
             }
         })
     };
-    let watched = socket_file_lost(listener.file.clone());
-    let mut lost = None;
-    let stop = async {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|&stop| stop).await;
+    };
+    let files: Vec<_> = [&milter, &rspamd]
+        .into_iter()
+        .flatten()
+        .filter_map(|listener| listener.file.clone())
+        .collect();
+    let watcher = async {
         tokio::select! {
-            () = shutdown => {}
-            error = watched => lost = Some(error),
+            () = shutdown => None,
+            error = socket_files_lost(files) => Some(error),
         }
     };
-    let result = indymilter::run(listener, callbacks::callbacks(shared), milter_config, stop).await;
+    let mut listeners = tokio::task::JoinSet::new();
+    if let Some(listener) = milter {
+        let callbacks = callbacks::callbacks(Arc::clone(&shared));
+        let stop = stopping(stopped.clone());
+        listeners.spawn(indymilter::run(listener, callbacks, milter_config, stop));
+    }
+    if let Some(listener) = rspamd {
+        let stop = stopping(stopped.clone());
+        listeners.spawn(rspamd::serve(listener, Arc::clone(&shared), stop));
+    }
+    let joined = |joined: Result<io::Result<()>, tokio::task::JoinError>| {
+        joined.unwrap_or_else(|error| Err(io::Error::other(error)))
+    };
+    // Until shutdown, a lost socket file or a listener that ended; then
+    // each listener finishes the connections in progress.
+    let mut results = Vec::new();
+    let lost = tokio::select! {
+        lost = watcher => lost,
+        Some(result) = listeners.join_next() => {
+            results.push(joined(result));
+            None
+        }
+    };
+    let _ = stop.send(true);
+    while let Some(result) = listeners.join_next().await {
+        results.push(joined(result));
+    }
     reloader.abort();
     match lost {
         Some(error) => Err(error),
-        None => result,
+        None => results.into_iter().collect(),
     }
 }

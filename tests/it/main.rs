@@ -16,6 +16,7 @@ mod packaging;
 mod python;
 mod reload;
 mod replay;
+mod rspamd;
 mod server;
 mod server_abuse;
 mod server_bounds;

@@ -62,6 +62,7 @@ fn debian_package_installs_what_an_administrator_needs() {
         "usr/share/fish/vendor_completions.d/pyzord.fish",
         "usr/share/doc/pyzor-milter/examples/spamassassin-pyzor.cf",
         "usr/share/doc/pyzor-milter/examples/prometheus.yml",
+        "usr/share/doc/pyzor-milter/examples/rspamd-external_services.conf",
     ];
     let missing: Vec<&str> = expected
         .iter()
