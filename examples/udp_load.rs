@@ -2,7 +2,9 @@
 //!
 //! `udp_load load ADDR OP IN_FLIGHT SECONDS` keeps IN_FLIGHT requests
 //! outstanding against ADDR, matching answers by Thread, and prints one
-//! line: `OP requests/s p99_ms lost`. `udp_load echo PORT` is a bare UDP
+//! line: `OP requests/s p99_ms lost`. ADDR may list several servers
+//! separated by commas (pyzord nodes on one database): the requests go to
+//! each in turn. `udp_load echo PORT` is a bare UDP
 //! echo server, the ceiling the numbers are compared with.
 
 use std::collections::HashMap;
@@ -26,8 +28,15 @@ fn request(op: &str, sequence: u64) -> Vec<u8> {
 }
 
 fn load(address: &str, op: &str, in_flight: usize, seconds: f64) -> std::io::Result<()> {
+    let servers: Vec<std::net::SocketAddr> = address
+        .split(',')
+        .map(|server| {
+            server
+                .parse()
+                .map_err(|_| std::io::Error::other(format!("bad address {server:?}")))
+        })
+        .collect::<Result<_, _>>()?;
     let socket = UdpSocket::bind("127.0.0.1:0")?;
-    socket.connect(address)?;
     socket.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut outstanding: HashMap<u64, Instant> = HashMap::new();
     let mut sequence = 1u64;
@@ -38,12 +47,13 @@ fn load(address: &str, op: &str, in_flight: usize, seconds: f64) -> std::io::Res
     let limit = Duration::from_secs_f64(seconds);
     while start.elapsed() < limit {
         while outstanding.len() < in_flight {
-            socket.send(&request(op, sequence))?;
+            let server = servers[sequence as usize % servers.len()];
+            socket.send_to(&request(op, sequence), server)?;
             outstanding.insert(sequence, Instant::now());
             sequence += 1;
         }
-        match socket.recv(&mut buffer) {
-            Ok(length) => {
+        match socket.recv_from(&mut buffer) {
+            Ok((length, _)) => {
                 if let Some(sent) =
                     thread_of(&buffer[..length]).and_then(|t| outstanding.remove(&t))
                 {

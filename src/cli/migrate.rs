@@ -89,10 +89,15 @@ async fn migrate(
 ) -> anyhow::Result<()> {
     let from = storage::open(source, sd, None)
         .await
-        .with_context(|| format!("cannot open the source \"{sd}\""))?;
+        .with_context(|| format!("cannot open the source \"{}\"", source.shown_dsn(sd)))?;
     let to = storage::open(destination, dd, None)
         .await
-        .with_context(|| format!("cannot open the destination \"{dd}\""))?;
+        .with_context(|| {
+            format!(
+                "cannot open the destination \"{}\"",
+                destination.shown_dsn(dd)
+            )
+        })?;
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos} records transferred ({per_sec})")

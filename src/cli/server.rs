@@ -44,8 +44,9 @@ pub struct PyzordArgs {
     /// select database backend
     #[arg(short = 'e', long = "database-engine")]
     pub engine: Option<String>,
-    /// data source name (filename for sqlite, host,port,password,db for
-    /// Redis, host,user,password,database,table for MySQL)
+    /// data source name (filename for sqlite, host,port,password,db or a
+    /// redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://
+    /// URL for Redis, host,user,password,database,table for MySQL)
     #[arg(long = "dsn")]
     pub dsn: Option<String>,
     /// accepted for pyzord compatibility; not needed here
@@ -124,6 +125,11 @@ pub struct PyzordArgs {
     /// (ours, not pyzord's)
     #[arg(long = "replay-cache-size", value_name = "REQUESTS")]
     pub replay_cache_size: Option<u64>,
+    /// acknowledge a report only once this many Redis replicas confirm
+    /// they have it (WAIT); 0 (the default) for once the master has it
+    /// (ours, not pyzord's)
+    #[arg(long = "redis-wait", value_name = "REPLICAS")]
+    pub redis_wait: Option<u32>,
     /// print version and exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
@@ -181,6 +187,7 @@ impl PyzordArgs {
                 "replaycachesize",
                 self.replay_cache_size.map(|n| n.to_string()),
             ),
+            ("rediswait", self.redis_wait.map(|n| n.to_string())),
         ];
         for (key, value) in ours {
             if let Some(value) = value {
@@ -485,6 +492,7 @@ async fn serve(config: config::ServerConfig) -> anyhow::Result<()> {
     let options = storage::OpenOptions {
         max_age_secs: cleanup,
         durability: config.durability,
+        redis_wait: config.redis_wait,
     };
     let storage: Arc<dyn Storage> = storage::open_with(config.engine, &config.dsn, &options)
         .await

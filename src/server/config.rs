@@ -44,6 +44,10 @@ pub const DEFAULT_RATE_LIMIT_BURST_SECS: f64 = 2.0;
 /// over pyzor's 300-second window). Past it pyzord refuses to start.
 pub const MAX_REPLAY_CACHE_SIZE: usize = 1 << 21;
 
+/// The most replicas `RedisWait` may ask for: more than a Redis master
+/// serves in practice, and a typo such as 1000 is refused.
+pub const MAX_REDIS_WAIT: usize = 64;
+
 /// Settings Python pyzord has that a tokio server does not need; accepted,
 /// and logged as not needed.
 pub const IGNORED_SETTINGS: [&str; 8] = [
@@ -85,6 +89,9 @@ pub struct ServerConfig {
     /// Ours: how many signed requests the replay cache holds
     /// (`ReplayCacheSize`).
     pub replay_cache_size: usize,
+    /// Ours: how many Redis replicas must confirm a report before it is
+    /// acknowledged (`RedisWait`), 0 for none.
+    pub redis_wait: u32,
 }
 
 /// What can be wrong with the configuration.
@@ -251,6 +258,13 @@ pub fn load(
         replay::DEFAULT_CAPACITY,
         1..=MAX_REPLAY_CACHE_SIZE,
     )?;
+    let redis_wait = whole_number(
+        get("rediswait"),
+        ("RedisWait", "replicas"),
+        0,
+        0..=MAX_REDIS_WAIT,
+    )?;
+    let redis_wait = u32::try_from(redis_wait).expect("at most MAX_REDIS_WAIT");
     let named_engine = get("engine");
     let engine = match named_engine.as_deref() {
         None => EngineName::Sqlite,
@@ -268,6 +282,13 @@ pub fn load(
     let sqlite_file = home_file(DEFAULT_FILE_NAME.into());
     let unnamed_gdbm =
         named_engine.is_none() && homedir.join(GDBM_FILE_NAME).exists() && !sqlite_file.exists();
+    if redis_wait > 0 && engine != EngineName::Redis {
+        return Err(ConfigError::Invalid {
+            key: "RedisWait",
+            value: redis_wait.to_string(),
+            why: "needs Engine = redis",
+        });
+    }
     if engine == EngineName::Gdbm || unnamed_gdbm {
         let gdbm = if engine == EngineName::Gdbm {
             dsn.display().to_string()
@@ -298,6 +319,7 @@ pub fn load(
         durability,
         rate_limit,
         replay_cache_size,
+        redis_wait,
     })
 }
 

@@ -221,10 +221,10 @@ impl EngineName {
     /// The DSN as it may be shown in a log line or an error: a file name
     /// as it is, a server's DSN with its password hidden.
     pub fn shown_dsn(self, dsn: &str) -> String {
-        if self.dsn_is_file() {
-            dsn.to_owned()
-        } else {
-            redacted_dsn(dsn)
+        match self {
+            Self::Sqlite | Self::Gdbm => dsn.to_owned(),
+            Self::Redis => redis::redacted(dsn),
+            Self::Mysql => redacted_dsn(dsn),
         }
     }
 }
@@ -267,6 +267,9 @@ pub struct OpenOptions {
     /// The CleanupAge that engines expiring records by themselves apply.
     pub max_age_secs: Option<u64>,
     pub durability: Durability,
+    /// Redis: how many replicas must confirm a report (`WAIT`) before it
+    /// is acknowledged; 0 for none.
+    pub redis_wait: u32,
 }
 
 /// Opens an engine on a DSN in pyzor's format for that engine. `max_age_secs`
@@ -295,7 +298,7 @@ pub async fn open_with(
             options.durability,
         )?)),
         EngineName::Redis => Ok(Box::new(
-            redis::RedisStorage::open(dsn, options.max_age_secs).await?,
+            redis::RedisStorage::open(dsn, options.max_age_secs, options.redis_wait).await?,
         )),
         EngineName::Mysql => Ok(Box::new(mysql::MysqlStorage::open(dsn).await?)),
         EngineName::Gdbm => Ok(Box::new(gdbm::GdbmStorage::open(Path::new(dsn))?)),
@@ -363,6 +366,20 @@ pub enum StorageError {
     WriterGone,
     #[error("the commit queue is full ({capacity} digests)")]
     QueueFull { capacity: usize },
+    #[error("cannot read the TLS file \"{}\"", path.display())]
+    TlsFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "only {confirmed} of the {wanted} replicas asked for confirmed the write within {timeout_ms} ms"
+    )]
+    NotReplicated {
+        wanted: u32,
+        confirmed: u32,
+        timeout_ms: u64,
+    },
     #[error("the {engine} server did not answer within {timeout_ms} ms")]
     Timeout {
         engine: &'static str,
@@ -398,6 +415,10 @@ mod tests {
         );
         assert_eq!(EngineName::Redis.shown_dsn(",,,0"), ",,,0");
         assert_eq!(EngineName::Redis.shown_dsn("h,1,pw"), "h,1,***");
+        assert_eq!(
+            EngineName::Redis.shown_dsn("redis+cluster://u:pw@a:1,b:2"),
+            "redis+cluster://u:***@a:1,b:2"
+        );
         assert_eq!(EngineName::Sqlite.shown_dsn("/a,b,c"), "/a,b,c");
     }
 

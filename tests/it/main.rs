@@ -14,6 +14,7 @@ mod forwarding;
 mod milter;
 mod packaging;
 mod python;
+mod redis_modes;
 mod reload;
 mod replay;
 mod rspamd;

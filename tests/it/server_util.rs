@@ -347,17 +347,7 @@ impl RedisServer {
     }
 
     fn spawn(dir: &Path, port: u16, extra: &[String]) -> ChildGuard {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir)
+        let child = redis_command(dir, port)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -385,6 +375,18 @@ impl RedisServer {
     pub fn pid(&self) -> u32 {
         self.child.0.id()
     }
+}
+
+/// redis-server on 127.0.0.1:`port` with its data in `dir`, without
+/// snapshots; more arguments may follow.
+pub fn redis_command(dir: &Path, port: u16) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .arg("--dir")
+        .arg(dir);
+    command
 }
 
 /// The database and the TCP user the MariaDB tests use.

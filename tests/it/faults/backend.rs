@@ -28,15 +28,15 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 const OUTAGE: Duration = Duration::from_secs(3);
 
 /// One report sent by the stream.
-pub(super) struct Sent {
-    pub(super) digest: String,
-    pub(super) code: Option<u16>,
-    pub(super) latency: Duration,
+pub(crate) struct Sent {
+    pub(crate) digest: String,
+    pub(crate) code: Option<u16>,
+    pub(crate) latency: Duration,
 }
 
 /// Senders reporting a new digest each, one request at a time, until
 /// `stop`; each returns what it sent and what came back.
-pub(super) fn report_stream(
+pub(crate) fn report_stream(
     server: SocketAddr,
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<Vec<Sent>>> {
@@ -68,7 +68,7 @@ pub(super) fn report_stream(
 
 /// Stops the report stream and returns what it sent, every request
 /// answered with Code 200 or 500.
-pub(super) fn stop_stream(
+pub(crate) fn stop_stream(
     what: &str,
     stop: &AtomicBool,
     senders: Vec<std::thread::JoinHandle<Vec<Sent>>>,

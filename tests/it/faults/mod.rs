@@ -6,7 +6,7 @@
 //! filesystem that turns read-only, or removed ([`disk`]). The peers are
 //! real processes started, killed and restarted by the tests on 127.0.0.1.
 
-mod backend;
+pub(crate) mod backend;
 mod disk;
 mod flood;
 mod memory;
@@ -21,7 +21,7 @@ const CLIENT_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends one datagram from `socket` and waits up to [`CLIENT_WAIT`] for
 /// the answer carrying `thread`; returns it and how long it took.
-fn exchange(
+pub(crate) fn exchange(
     socket: &UdpSocket,
     server: SocketAddr,
     request: &[u8],
@@ -53,7 +53,7 @@ fn exchange(
 }
 
 /// The Code of an answer, if it has one.
-fn code_of(answer: &[u8]) -> Option<u16> {
+pub(crate) fn code_of(answer: &[u8]) -> Option<u16> {
     std::str::from_utf8(answer)
         .ok()?
         .lines()
