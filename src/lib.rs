@@ -36,3 +36,6 @@ pub mod protocol;
 pub mod python;
 pub mod server;
 pub mod storage;
+
+#[cfg(test)]
+mod test_support;

@@ -14,6 +14,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+/// The log target of pyzord's usage lines, one per request (pyzor's
+/// `pyzord-usage` logger, written to its UsageLogFile).
+pub const USAGE_TARGET: &str = "pyzord-usage";
+
 /// Whether pyzord's usage lines are written anywhere, as the daemon's log
 /// set-up said ([`set_usage_log`]); `USAGE_UNSET` until then.
 static USAGE_LOG: AtomicU8 = AtomicU8::new(USAGE_UNSET);
@@ -21,7 +25,7 @@ const USAGE_UNSET: u8 = 0;
 const USAGE_OFF: u8 = 1;
 const USAGE_ON: u8 = 2;
 
-/// Says whether the usage lines (target `pyzord-usage`) go anywhere: the
+/// Says whether the usage lines ([`USAGE_TARGET`]) go anywhere: the
 /// daemon's log set-up calls it once.
 pub fn set_usage_log(on: bool) {
     let value = if on { USAGE_ON } else { USAGE_OFF };
@@ -39,7 +43,7 @@ pub fn usage_log() -> bool {
     match USAGE_LOG.load(Ordering::Relaxed) {
         USAGE_ON => true,
         USAGE_OFF => false,
-        _ => tracing::enabled!(target: "pyzord-usage", tracing::Level::INFO),
+        _ => tracing::enabled!(target: USAGE_TARGET, tracing::Level::INFO),
     }
 }
 

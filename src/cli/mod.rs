@@ -40,13 +40,6 @@ pub enum Command {
     Migrate(migrate::Args),
 }
 
-/// Arguments of a personality that this build does not have yet.
-#[derive(Debug, clap::Args)]
-pub struct Unbuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<OsString>,
-}
-
 /// Names the binary may be started by that select a personality.
 const PERSONALITY_LINKS: [&str; 2] = ["pyzor", "pyzord"];
 

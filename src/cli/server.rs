@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 use pyzor_milter::client::servers::{parse_accounts, parse_servers};
 use pyzor_milter::client::{Accounts, Client, ServerAddress};
 use pyzor_milter::forwarder;
+use pyzor_milter::logging::USAGE_TARGET;
 use pyzor_milter::server::{self, Context, config, metrics};
 use pyzor_milter::storage::{self, Storage};
 
@@ -206,9 +207,6 @@ fn default_homedir() -> PathBuf {
     }
 }
 
-/// The target of the usage log lines (pyzor's `pyzord-usage` logger).
-const USAGE_TARGET: &str = "pyzord-usage";
-
 /// How many lines a log writer's queue holds: 160 kB of pyzord's lines, at
 /// most a few MB of usage lines (one holds a request's digests, up to a
 /// datagram's 8,192 bytes). A line that finds it full waits for room, and
@@ -363,7 +361,7 @@ fn log_writer(path: Option<&Path>, sink: &str) -> anyhow::Result<BackgroundWrite
 
 /// Installs the log subscribers as pyzord's `setup_logging` does: stderr
 /// shows errors only (everything with `-d`); LogFile gets pyzord's lines
-/// from INFO up, UsageLogFile the usage lines (target `pyzord-usage`). With
+/// from INFO up, UsageLogFile the usage lines (target [`USAGE_TARGET`]). With
 /// no file and no `-d`, the usage lines go nowhere, as in pyzord. RUST_LOG,
 /// when set, replaces the stderr level.
 fn init_logging(

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use crate::protocol::Account;
+use crate::protocol::{Account, DEFAULT_PORT};
 use crate::python;
 
 /// The server Python pyzor asks when the servers file names none.
-pub const DEFAULT_SERVER: (&str, u16) = ("public.pyzor.org", 24441);
+pub const DEFAULT_SERVER: (&str, u16) = ("public.pyzor.org", DEFAULT_PORT);
 
 /// A Pyzor server as the servers file names it. The host is kept as
 /// written: pyzor prints it so, and matches accounts by it.

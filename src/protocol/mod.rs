@@ -23,6 +23,10 @@ pub use self::signing::Account;
 /// The protocol version we speak (pyzor's `proto_version`).
 pub const PROTOCOL_VERSION: &str = "2.1";
 
+/// The port Pyzor servers listen on (pyzor's default for the client's
+/// servers and for pyzord).
+pub const DEFAULT_PORT: u16 = 24441;
+
 /// The largest datagram pyzor reads (`Client.max_packet_size`).
 pub const MAX_PACKET_SIZE: usize = 8192;
 

@@ -22,7 +22,7 @@ use crate::storage::sqlite::DEFAULT_FILE_NAME;
 use crate::storage::{Durability, EngineName};
 
 /// pyzord's defaults (`load_configuration` in Python's `pyzord`).
-pub const DEFAULT_PORT: u16 = 24441;
+pub use crate::protocol::DEFAULT_PORT;
 /// pyzord listens on every IPv4 address by default.
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0";
 /// pyzord's CleanupAge: `60 * 60 * 24 * 30 * 4`, about four months.

@@ -18,7 +18,7 @@ use super::message::{Message, PROTOCOL_VERSION, Response};
 use super::metrics::{Dropped, Rejection};
 use super::reflection;
 use super::replay::{self, Seen};
-use crate::logging::Chain;
+use crate::logging::{Chain, USAGE_TARGET};
 use crate::python;
 use crate::storage::{Kind, Record, SignedRequest, StorageError};
 
@@ -167,7 +167,7 @@ impl Prepared {
         context.metrics.reject(Rejection::Replayed);
         let error = RequestError::Signature(REPLAYED);
         if let Some(usage) = self.usage {
-            tracing::info!(target: "pyzord-usage", "{usage},{}", error.code());
+            tracing::info!(target: USAGE_TARGET, "{usage},{}", error.code());
         }
         failed(self.response, &error)
     }
@@ -209,7 +209,7 @@ impl Prepared {
             }
         }
         if let Some(usage) = usage {
-            tracing::info!(target: "pyzord-usage", "{usage},{}", response.code);
+            tracing::info!(target: USAGE_TARGET, "{usage},{}", response.code);
         }
         response
     }
@@ -234,7 +234,7 @@ fn backend_error_line(error: &StorageError) -> String {
 /// temporarily unavailable.", also in the usage log.
 fn unavailable(response: Response) -> Response {
     let error = RequestError::Internal("Database temporarily unavailable.".into());
-    tracing::info!(target: "pyzord-usage", "{}: {}", error.code(), error);
+    tracing::info!(target: USAGE_TARGET, "{}: {}", error.code(), error);
     failed(response, &error)
 }
 
@@ -308,7 +308,7 @@ pub fn begin(request: &Message, peer: IpAddr, context: &Context) -> Step {
             Step::Query(prepared, need)
         }
         Err(error) => {
-            tracing::info!(target: "pyzord-usage", %peer, "{}: {}", error.code(), error);
+            tracing::info!(target: USAGE_TARGET, %peer, "{}: {}", error.code(), error);
             Step::Answer(Some(failed(response, &error)))
         }
     }

@@ -6,7 +6,7 @@
 //! one error line naming the file (and the line, for the milter's TOML).
 
 use std::io::BufRead as _;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use pyzor_milter::protocol::signing::Account;
 use pyzor_milter::protocol::{Op, Request, Response, ThreadId};
 
 use crate::milter::util::{Envelope, added_header, message_file, send, spam, start_pyzord, tell};
-use crate::server_util::{ChildGuard, free_port, wait_for};
+use crate::server_util::{ChildGuard, free_address, free_port, spawn_pyzord, wait_for};
 use crate::supervise::{LIMIT, signal};
 use crate::util::{our_binary, temp_dir};
 
@@ -287,19 +287,15 @@ fn pyzord_reloads_under_load_without_a_wrong_answer() {
     std::fs::write(&passwd, format!("{USER} : {KEY}\n")).expect("passwd");
     std::fs::write(&access, ACCESS[0]).expect("access");
     let log = home.path().join("pyzord.log");
-    let port = free_port(true);
-    let mut child = Command::new(our_binary())
-        .args(["pyzord", "--homedir"])
-        .arg(home.path())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--log-file"])
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start our pyzord");
-    let stderr = Lines::collect(child.stderr.take().expect("stderr"));
-    let child = ChildGuard(child);
-    let server: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let server = free_address(Ipv4Addr::LOCALHOST.into());
+    let log_arg = log.to_str().expect("a UTF-8 path");
+    let mut child = spawn_pyzord(
+        server,
+        home.path(),
+        &["--log-file", log_arg],
+        Stdio::piped(),
+    );
+    let stderr = Lines::collect(child.0.stderr.take().expect("stderr"));
     let ping = Request::new(Op::Ping, Vec::new(), ThreadId::from_random(7));
     wait_for("our pyzord", LIMIT, || {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");

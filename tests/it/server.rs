@@ -809,27 +809,8 @@ fn migrate_between_our_engines_keeps_every_record() {
 #[test]
 fn ipv6_and_sigterm() {
     let home = temp_dir();
-    let port = crate::server_util::free_port(true);
-    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
-        .args(["pyzord", "--homedir"])
-        .arg(home.path())
-        .args(["-a", "::1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start our pyzord");
-    let mut child = crate::server_util::ChildGuard(child);
-    let address: SocketAddr = format!("[::1]:{port}").parse().expect("address");
-    let ping = b"Op: ping\nThread: 3\nPV: 2.1\n\n";
-    crate::server_util::wait_for("our pyzord on ::1", Duration::from_secs(20), || {
-        let Ok(socket) = std::net::UdpSocket::bind("[::1]:0") else {
-            return false;
-        };
-        let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
-        let _ = socket.send_to(ping, address);
-        let mut buffer = [0u8; 256];
-        socket.recv(&mut buffer).is_ok()
-    });
+    let host = std::net::Ipv6Addr::LOCALHOST.into();
+    let (mut child, _) = crate::server_util::start_child_pyzord_on(host, home.path(), &[]);
     // SAFETY: kill only sends a signal to the child we started.
     let sent = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(sent, 0);
@@ -840,21 +821,8 @@ fn ipv6_and_sigterm() {
 #[test]
 fn sigusr1_reloads_the_access_files() {
     let home = temp_dir();
-    let port = crate::server_util::free_port(true);
-    let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
-        .args(["pyzord", "--homedir"])
-        .arg(home.path())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start our pyzord");
-    let child = crate::server_util::ChildGuard(child);
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let (child, address) = crate::server_util::start_child_pyzord(home.path(), &[]);
     let whitelist = b"Op: whitelist\nOp-Digest: abc\nThread: 7\nPV: 2.1\n\n";
-    crate::server_util::wait_for("our pyzord", Duration::from_secs(20), || {
-        ask(address, whitelist, Duration::from_millis(200)).is_some()
-    });
     let code = |answer: Option<Vec<u8>>| answer.map(|bytes| bytes[..9].to_vec());
     assert_eq!(
         code(ask(address, whitelist, WAIT)),

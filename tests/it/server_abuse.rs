@@ -8,15 +8,16 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::server::{KEY, USER, now, pyzor_client, signed};
 use crate::server_util::{
-    ChildGuard, OurServer, PythonPyzord, TempDir, ask, free_port, metric_sums, temp_dir, wait_for,
+    ChildGuard, OurServer, PythonPyzord, TempDir, ask, free_address, free_port, metric_sums,
+    spawn_pyzord, temp_dir, wait_for,
 };
-use crate::util::{our_binary, pseudo_random_bytes};
+use crate::util::pseudo_random_bytes;
 use pyzor_milter::server::Context;
 use pyzor_milter::server::access::{Access, default_acl};
 use pyzor_milter::server::handler::{self, MAX_DIGESTS_PER_REQUEST};
@@ -88,24 +89,16 @@ impl OurPyzord {
 
     /// As [`OurPyzord::start`], with `extra` arguments.
     pub(crate) fn start_with(home: &Path, extra: &[&str]) -> Self {
-        let port = free_port(true);
+        let address = free_address(Ipv4Addr::LOCALHOST.into());
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port(false))
             .parse()
             .expect("address");
         let log = home.join("ours.log");
-        let child = Command::new(our_binary())
-            .args(["pyzord", "--homedir"])
-            .arg(home)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(["--metrics-address", &metrics.to_string(), "--log-file"])
-            .arg(&log)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start our pyzord");
-        let child = ChildGuard(child);
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let log_arg = log.to_str().expect("a UTF-8 path");
+        let metrics_arg = metrics.to_string();
+        let mut arguments = vec!["--metrics-address", &metrics_arg, "--log-file", log_arg];
+        arguments.extend_from_slice(extra);
+        let child = spawn_pyzord(address, home, &arguments, Stdio::null());
         wait_for("our pyzord", Duration::from_secs(20), || {
             let socket = socket_on(READY_SOURCE);
             let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));

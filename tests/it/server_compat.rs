@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::server::now;
 use crate::server_util::{
-    OurServer, PythonPyzord, TempDir, ask, reference_server_python, root, temp_dir,
+    OurServer, PythonPyzord, TempDir, ask, reference_server_python, temp_dir,
 };
 use crate::util::run;
 
@@ -77,7 +77,7 @@ fn python_view(datagrams: &[Vec<u8>]) -> Vec<(bool, Option<String>)> {
         "key": ALICE_KEY,
         "datagrams": datagrams.iter().map(hex::encode).collect::<Vec<_>>(),
     });
-    let script = root().join("tests/ref/pyzord_sign.py");
+    let script = crate::util::manifest_dir().join("tests/ref/pyzord_sign.py");
     let output = run(
         Command::new(reference_server_python()).arg(script),
         job.to_string().as_bytes(),

@@ -2,7 +2,7 @@
 //! pyzord, redis-server and MariaDB as child processes on free ports in
 //! temporary directories, all stopped when dropped.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,70 +15,8 @@ use pyzor_milter::storage::{self, EngineName, Storage};
 const SETUP_HINT: &str = "run scripts/test once (it installs Python pyzord 1.1.2 in \
      .cache/ref-server, redis-server, mariadb-server and python3-mysqldb)";
 
-/// The crate's root directory.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn first_existing(var: &str, candidates: &[PathBuf]) -> PathBuf {
-    if let Some(value) = std::env::var_os(var) {
-        return PathBuf::from(value);
-    }
-    candidates
-        .iter()
-        .find(|path| path.exists())
-        .cloned()
-        .unwrap_or_else(|| panic!("{var} is not set and no reference found: {SETUP_HINT}"))
-}
-
-/// Python pyzord 1.1.2 (Debian python3 with gdbm, redis and MySQLdb).
-pub fn reference_pyzord() -> PathBuf {
-    first_existing(
-        "PYZOR_REF_PYZORD",
-        &[root().join(".cache/ref-server/bin/pyzord")],
-    )
-}
-
-/// The Python of the pyzord venv (it has `dbm.gnu`).
-pub fn reference_server_python() -> PathBuf {
-    reference_pyzord().with_file_name("python3")
-}
-
-/// Python pyzor 1.1.2's client script.
-pub fn reference_pyzor() -> PathBuf {
-    first_existing(
-        "PYZOR_REF_PYZOR",
-        &[
-            root().join(".cache/ref-client/bin/pyzor"),
-            root().join(".cache/ref-server/bin/pyzor"),
-        ],
-    )
-}
-
-/// A temporary directory, removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A fresh temporary directory, removed when dropped.
-pub fn temp_dir() -> TempDir {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("pyzord-test-{}-{number}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).expect("create a temporary directory");
-    TempDir(path)
-}
+pub use crate::util::{reference_pyzor, reference_pyzord, reference_server_python, temp_dir};
+pub use tempfile::TempDir;
 
 /// A fresh homedir whose pyzord.access lets anonymous users do
 /// everything.
@@ -105,7 +43,12 @@ pub fn free_port(udp: bool) -> u16 {
 
 /// Sends one datagram and waits up to `wait` for the answer.
 pub fn ask(server: SocketAddr, datagram: &[u8], wait: Duration) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    let local = if server.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let socket = UdpSocket::bind(local).expect("bind client");
     socket.set_read_timeout(Some(wait)).expect("timeout");
     socket.send_to(datagram, server).expect("send");
     let mut buffer = vec![0u8; 65536];
@@ -135,28 +78,53 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// Our pyzord as a child process on SQLite in `home` with `extra`
-/// arguments, answering.
-pub fn start_child_pyzord(home: &Path, extra: &[&str]) -> (ChildGuard, SocketAddr) {
-    let port = free_port(true);
+/// A ping every pyzord answers.
+pub const PING: &[u8] = b"Op: ping\nThread: 1\nPV: 2.1\n\n";
+
+/// Whether the server at `address` answers a ping.
+pub fn answers_ping(address: SocketAddr) -> bool {
+    ask(address, PING, Duration::from_millis(200)).is_some()
+}
+
+/// A UDP address on `host` whose port was free a moment ago.
+pub fn free_address(host: IpAddr) -> SocketAddr {
+    let socket = UdpSocket::bind((host, 0)).expect("bind udp");
+    socket.local_addr().expect("address")
+}
+
+/// Starts our binary as pyzord on `address`, homedir `home`, with `extra`
+/// arguments, stdout discarded and stderr to `stderr`; the caller waits
+/// until it answers.
+pub fn spawn_pyzord(address: SocketAddr, home: &Path, extra: &[&str], stderr: Stdio) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_pyzor-milter"))
         .args(["pyzord", "--homedir"])
         .arg(home)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", &address.ip().to_string()])
+        .args(["-p", &address.port().to_string()])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start our pyzord");
-    let child = ChildGuard(child);
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    ChildGuard(child)
+}
+
+/// Our pyzord as a child process on SQLite in `home` with `extra`
+/// arguments, answering.
+pub fn start_child_pyzord(home: &Path, extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    start_child_pyzord_on(Ipv4Addr::LOCALHOST.into(), home, extra)
+}
+
+/// [`start_child_pyzord`] on another host address (`::1`, say).
+pub fn start_child_pyzord_on(
+    host: IpAddr,
+    home: &Path,
+    extra: &[&str],
+) -> (ChildGuard, SocketAddr) {
+    let address = free_address(host);
+    let child = spawn_pyzord(address, home, extra, Stdio::null());
     wait_for("our pyzord", Duration::from_secs(20), || {
-        ask(
-            address,
-            b"Op: ping\nThread: 1\nPV: 2.1\n\n",
-            Duration::from_millis(200),
-        )
-        .is_some()
+        answers_ping(address)
     });
     (child, address)
 }

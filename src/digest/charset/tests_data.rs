@@ -8,11 +8,10 @@ fn unhex(text: &str) -> Vec<u8> {
     hex::decode(text).expect("the case file holds hex")
 }
 
-/// Runs the reference script (PYZOR_REF_PYTHON names the interpreter) and
-/// compares every case; fails listing the first mismatches.
+/// Runs the reference script with the reference Python and compares every
+/// case; fails listing the first mismatches.
 pub(super) fn compare_with_reference() {
-    let python = std::env::var("PYZOR_REF_PYTHON")
-        .expect("set PYZOR_REF_PYTHON to the reference CPython 3.11 (e.g. /tmp/refvenv/bin/python) to run the charset differential test");
+    let python = crate::test_support::reference_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ref/charset_cases.py");
     let output = std::process::Command::new(&python)
         .arg(script)

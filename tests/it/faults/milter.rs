@@ -4,12 +4,12 @@
 //! answer is an error, never a verdict.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indymilter_test::Status;
 
+use crate::client_util::FakeServer;
 use crate::milter::util::{Envelope, added_header, message_file, send, spam, start_milter};
 use crate::util::temp_dir;
 
@@ -114,25 +114,8 @@ enum Answer {
     ErrorCode,
 }
 
-/// A fake pyzord answering every request as `answer` says, until dropped.
-struct FakeServer {
-    address: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn answer_to(request: &[u8], answer: Answer, noise: &mut u64) -> Vec<u8> {
-    let text = String::from_utf8_lossy(request);
-    let thread: u32 = text
+fn answer_to(request: &str, answer: Answer, noise: &mut u64) -> Vec<u8> {
+    let thread: u32 = request
         .lines()
         .find_map(|line| line.strip_prefix("Thread: "))
         .and_then(|value| value.trim().parse().ok())
@@ -161,29 +144,13 @@ fn answer_to(request: &[u8], answer: Answer, noise: &mut u64) -> Vec<u8> {
     }
 }
 
+/// A fake pyzord answering every request as `answer` says, until dropped.
 fn fake_server(answer: Answer) -> FakeServer {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let address = socket.local_addr().expect("address");
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = Arc::clone(&stop);
-    let thread = std::thread::spawn(move || {
-        let mut buffer = [0u8; 8192];
-        let mut noise = 0x9e37_79b9_7f4a_7c15u64;
-        while !stopped.load(Ordering::Relaxed) {
-            if let Ok((length, peer)) = socket.recv_from(&mut buffer) {
-                let reply = answer_to(&buffer[..length], answer, &mut noise);
-                let _ = socket.send_to(&reply, peer);
-            }
-        }
-    });
-    FakeServer {
-        address,
-        stop,
-        thread: Some(thread),
-    }
+    let noise = Mutex::new(0x9e37_79b9_7f4a_7c15u64);
+    FakeServer::start(move |request| {
+        let mut noise = noise.lock().expect("not poisoned");
+        Some(answer_to(request, answer, &mut noise))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

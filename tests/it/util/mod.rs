@@ -51,10 +51,15 @@ pub fn reference_pyzor() -> PathBuf {
     reference_path("PYZOR_REF_PYZOR", ".cache/ref-client/bin/pyzor")
 }
 
-/// Python pyzor 1.1.2's `pyzord` script (a venv with gdbm).
-#[allow(dead_code)] // For the server tests.
+/// Python pyzor 1.1.2's `pyzord` script (a venv of Debian's python3 with
+/// gdbm, redis and MySQLdb).
 pub fn reference_pyzord() -> PathBuf {
     reference_path("PYZOR_REF_PYZORD", ".cache/ref-server/bin/pyzord")
+}
+
+/// The Python of the pyzord venv (it has `dbm.gnu`).
+pub fn reference_server_python() -> PathBuf {
+    reference_pyzord().with_file_name("python3")
 }
 
 /// The SpamAssassin corpus's data directory (`package/data`).

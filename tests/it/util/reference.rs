@@ -123,7 +123,8 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Fails the test, showing the first mismatches, unless all agree.
+    /// Fails the test, showing the first mismatches, unless all agree and
+    /// at least one message was compared.
     pub fn assert_all_agree(&self, what: &str) {
         eprintln!(
             "{what}: {} compared, {} mismatched, {} skipped because Python pyzor itself raises{}",
@@ -141,6 +142,11 @@ impl Comparison {
             self.mismatches,
             self.compared,
             self.report
+        );
+        assert!(
+            self.compared > 0,
+            "{what}: no message was compared ({} skipped because Python pyzor raised)",
+            self.python_errors
         );
     }
 }
