@@ -52,8 +52,13 @@ impl Both {
     }
 
     /// Asks both; `None` where both answered alike, else the difference.
+    /// Python's answer counts only where ours sends one at all: not to a
+    /// datagram that is not a request, nor one larger than the bound
+    /// (server_reflection.rs).
     fn differ(&self, datagram: &[u8]) -> Option<String> {
-        let theirs = ask(self.python.address, datagram, WAIT).map(|answer| head(&answer));
+        let theirs = ask(self.python.address, datagram, WAIT)
+            .filter(|answer| crate::server::we_answer(datagram, answer))
+            .map(|answer| head(&answer));
         let ours = ask(self.ours.address, datagram, WAIT).map(|answer| head(&answer));
         (ours != theirs).then(|| {
             format!(
