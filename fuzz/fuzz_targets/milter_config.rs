@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(config.tempfail_reply.code.starts_with('4'));
             // The sockets as logged read back as the same sockets.
             assert!(config.socket.is_some() || config.rspamd_socket.is_some());
-            for socket in [&config.socket, &config.rspamd_socket].into_iter().flatten() {
+            for socket in [&config.socket, &config.rspamd_socket]
+                .into_iter()
+                .flatten()
+            {
                 let shown = socket.to_string();
                 assert_eq!(shown.parse::<Socket>().as_ref(), Ok(socket), "{shown:?}");
             }

@@ -85,6 +85,8 @@ fn milter_keys() -> Entries {
         .join(", ");
     vec![
         ("socket", format!("Where to listen: \"inet:HOST:PORT\", \"inet6:HOST:PORT\" (also Sendmail's \"inet:PORT@HOST\") or \"unix:PATH\". Default \"{DEFAULT_SOCKET}\". The --socket option overrides it.")),
+        ("rspamd_socket", format!("Also serve rspamd's external_services pyzor scanner here: \"inet:HOST:PORT\" (rspamd's default port is {RSPAMD_DEFAULT_PORT}), \"inet6:HOST:PORT\" or \"unix:PATH\". Unset by default: off. With socket = \"\" only this listener runs.")),
+        ("rspamd_read_timeout_ms", format!("How long a peer of the rspamd listener may take to send its whole message before it is dropped, in milliseconds. Default {DEFAULT_RSPAMD_READ_TIMEOUT_MS}.")),
         ("socket_mode", format!("Permissions of a unix socket, in octal as a string. Default \"{DEFAULT_SOCKET_MODE:04o}\": the MTA's user must be in the milter's group.")),
         ("servers", format!("The Pyzor servers to ask, \"host:port\", \"[v6]:port\" or a bare host (port {server_port}), all of them in parallel. Default [\"{server_host}:{server_port}\"].")),
         ("accounts_file", "A Python pyzor accounts file (one \"host : port : user : key\" per line) for signed requests; without it the milter asks anonymously.".into()),
