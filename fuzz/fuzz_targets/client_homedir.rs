@@ -50,7 +50,7 @@ fn servers_file(text: &str) {
     let Ok((servers, skipped)) = servers::parse_servers(text) else {
         return;
     };
-    let lines = text.lines().count();
+    let lines = pyzor_milter::python::file_lines(text).count();
     assert!(servers.len() + skipped.len() <= lines);
     for skip in &skipped {
         assert!(skip.line >= 1 && skip.line <= lines);
