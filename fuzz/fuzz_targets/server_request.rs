@@ -207,7 +207,14 @@ fn client_request(data: &[u8]) {
     assert_eq!(read, sent, "digests read back differ");
 
     // Every request of a client is answered: signed, it is longer than
-    // any answer.
+    // any answer. A client sends digests of printable ASCII (hex); other
+    // bytes (control characters, non-ASCII) are read and signed as Python
+    // reads and signs them, which is not what this client sends.
+    let printable = |digest: &String| digest.bytes().all(|byte| byte.is_ascii_graphic());
+    if !digests.iter().all(printable) {
+        let _ = answer(&request, datagram.len());
+        return;
+    }
     let (response, _) = answer(&request, datagram.len()).expect("an answer to a client");
     check_answer(&request, &response);
     // pyzord answers 500 for a non-ASCII digest it uses (Python's email
@@ -219,10 +226,7 @@ fn client_request(data: &[u8]) {
     let served = match op {
         Op::Check | Op::Info => digests.first().is_none_or(is_digest),
         Op::Report | Op::Whitelist => digests.iter().all(is_digest),
-        // The signed text is Python's `as_string()`, which writes a
-        // non-ASCII header value as an RFC 2047 word; our client signs
-        // the bytes it sends, as it only ever sends hex digests.
-        Op::Ping | Op::Pong => digests.iter().all(|digest| digest.is_ascii()),
+        Op::Ping | Op::Pong => true,
     };
     if served {
         assert_eq!(
